@@ -1,0 +1,23 @@
+# mssync: MS-Sync talking-head pipeline. Thin by design: logic lives in src/mssync (`mssync <command>`).
+from snakemake.utils import min_version
+
+from mssync.config import validate_params
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+validate_params(config)  # stops with "params.yaml: invalid value at 'section.key': ..." on a bad value
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/features.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets,

@@ -1,0 +1,234 @@
+"""ffmpeg/ffprobe through ffmpeg-python: probe, decode frames, crop+scale+CFR encode, audio.
+
+ffmpeg autorotates on decode, so every pixel coordinate in this project is in the *displayed*
+orientation; `MediaInfo.display_size` says what that is. ffmpeg errors always carry stderr,
+which is turned into a one-line MediaError naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import ffmpeg
+import numpy as np
+
+from .errors import MediaError
+
+log = logging.getLogger(__name__)
+
+VFR_TOLERANCE_FPS = 0.01  # r_frame_rate vs avg_frame_rate disagreement that marks variable frame rate
+PCM_MAX = 32768.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MediaInfo:
+    path: str
+    width: int  # coded size, before rotation
+    height: int
+    rotation: int  # degrees, as ffmpeg will apply on decode
+    fps: float  # average frame rate
+    nominal_fps: float  # r_frame_rate: the container's base rate
+    duration_s: float
+    video_codec: str
+    audio_codec: str | None
+    sample_rate: int | None
+    channels: int | None
+    audio_duration_s: float | None
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) of decoded frames after autorotation."""
+        if self.rotation % 180 == 90:
+            return self.height, self.width
+        return self.width, self.height
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio_codec is not None
+
+    @property
+    def variable_frame_rate(self) -> bool:
+        return abs(self.fps - self.nominal_fps) > VFR_TOLERANCE_FPS
+
+
+def ffmpeg_error_message(exc: ffmpeg.Error) -> str:
+    """The last meaningful stderr line: what ffmpeg itself said went wrong."""
+    lines = [ln.strip() for ln in (exc.stderr or b"").decode("utf-8", "replace").splitlines() if ln.strip()]
+    return lines[-1] if lines else str(exc)
+
+
+def _rate(text: str | None) -> float:
+    if not text or text in ("0/0", "N/A"):
+        return 0.0
+    return float(Fraction(text))
+
+
+def _rotation(stream: dict) -> int:
+    for side in stream.get("side_data_list", []) or []:
+        if "rotation" in side:
+            return int(round(-float(side["rotation"]))) % 360
+    rotate = (stream.get("tags") or {}).get("rotate")
+    return int(rotate) % 360 if rotate else 0
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Probe a media file; raise MediaError for anything without a decodable video stream."""
+    path = str(path)
+    try:
+        info = ffmpeg.probe(path)
+    except ffmpeg.Error as exc:
+        raise MediaError(f"{path}: unreadable media ({ffmpeg_error_message(exc)})") from None
+    streams = info.get("streams", [])
+    video = next((s for s in streams if s.get("codec_type") == "video"), None)
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    if video is None:
+        raise MediaError(f"{path}: no video stream")
+    fmt_duration = float(info.get("format", {}).get("duration") or 0.0)
+    duration = float(video.get("duration") or fmt_duration)
+    return MediaInfo(
+        path=path,
+        width=int(video["width"]),
+        height=int(video["height"]),
+        rotation=_rotation(video),
+        fps=_rate(video.get("avg_frame_rate")) or _rate(video.get("r_frame_rate")),
+        nominal_fps=_rate(video.get("r_frame_rate")),
+        duration_s=duration,
+        video_codec=video.get("codec_name", "?"),
+        audio_codec=audio.get("codec_name") if audio else None,
+        sample_rate=int(audio["sample_rate"]) if audio else None,
+        channels=int(audio.get("channels", 0)) if audio else None,
+        audio_duration_s=float(audio.get("duration") or fmt_duration) if audio else None,
+    )
+
+
+def _input(path: str | Path, start_s: float | None, duration_s: float | None) -> ffmpeg.nodes.FilterableStream:
+    kwargs: dict[str, float] = {}
+    if start_s:
+        kwargs["ss"] = start_s
+    if duration_s is not None:
+        kwargs["t"] = duration_s
+    return ffmpeg.input(str(path), **kwargs)
+
+
+def iter_frames(
+    path: str | Path,
+    size: tuple[int, int],
+    *,
+    fps: float | None = None,
+    start_s: float | None = None,
+    duration_s: float | None = None,
+    threads: int = 0,
+) -> Iterator[np.ndarray]:
+    """Decode RGB frames (H, W, 3) uint8 through a pipe, one at a time, so memory stays flat.
+
+    `size` is the (width, height) of the decoded frames, i.e. MediaInfo.display_size unless the
+    stream is scaled. `fps` resamples the stream (e.g. a few probe frames per second).
+    """
+    width, height = size
+    stream = _input(path, start_s, duration_s).video
+    if fps is not None:
+        stream = stream.filter("fps", fps=fps)
+    proc = (
+        stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", threads=threads)
+        .global_args("-nostdin", "-loglevel", "error")
+        .run_async(pipe_stdout=True, pipe_stderr=True)
+    )
+    frame_bytes = width * height * 3
+    try:
+        while True:
+            buf = proc.stdout.read(frame_bytes)
+            if len(buf) < frame_bytes:
+                break
+            yield np.frombuffer(buf, np.uint8).reshape(height, width, 3)
+    finally:
+        proc.stdout.close()
+        stderr = proc.stderr.read().decode("utf-8", "replace").strip()
+        proc.stderr.close()
+        code = proc.wait()
+        if code not in (0, -13) and not (code == 255 and not stderr):  # -13/255: we stopped reading early
+            log.warning("%s: ffmpeg decode exited %s: %s", path, code, stderr.splitlines()[-1:] or "")
+
+
+def encode_crop(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    box: tuple[int, int, int],
+    size: int,
+    fps: int,
+    n_frames: int,
+    crf: int,
+    start_s: float | None = None,
+) -> None:
+    """Crop the square `box` (x, y, side in displayed pixels), scale to size x size, force CFR.
+
+    The fps filter turns variable or foreign frame rates (30 fps, VFR) into exactly `fps`;
+    `frames:v` makes the frame count exact so audio and video agree downstream.
+    """
+    x, y, side = box
+    stream = (
+        _input(src, start_s, None)
+        .video.filter("fps", fps=fps)
+        .filter("crop", side, side, x, y)
+        .filter("scale", size, size, flags="lanczos")
+        .filter("setsar", 1)
+    )
+    out = ffmpeg.output(
+        stream,
+        str(dst),
+        vcodec="libx264",
+        crf=crf,
+        preset="medium",
+        pix_fmt="yuv420p",
+        movflags="+faststart",
+        an=None,
+        format="mp4",
+        **{"frames:v": n_frames},
+    )
+    _run(out, dst)
+
+
+def extract_audio(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    sample_rate: int,
+    n_samples: int,
+    start_s: float | None = None,
+) -> None:
+    """16-bit mono PCM WAV of exactly n_samples (resampled, downmixed, padded or trimmed)."""
+    stream = (
+        _input(src, start_s, None)
+        .audio.filter("aresample", sample_rate)
+        .filter("apad", whole_len=n_samples)
+        .filter("atrim", end_sample=n_samples)
+    )
+    out = ffmpeg.output(stream, str(dst), acodec="pcm_s16le", ac=1, ar=sample_rate, format="wav")
+    _run(out, dst)
+
+
+def _run(out: ffmpeg.nodes.OutputStream, dst: str | Path) -> None:
+    try:
+        out.global_args("-nostdin", "-loglevel", "error").overwrite_output().run(
+            capture_stdout=True, capture_stderr=True
+        )
+    except ffmpeg.Error as exc:
+        raise MediaError(f"{dst}: ffmpeg failed ({ffmpeg_error_message(exc)})") from None
+
+
+def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
+    """Mono float32 samples in [-1, 1] and the sample rate."""
+    import soundfile
+
+    data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    return data.mean(axis=1), int(rate)
+
+
+def rms_dbfs(samples: np.ndarray) -> float:
+    """RMS level in dB relative to full scale; -inf for digital silence."""
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
+    return 20.0 * np.log10(rms) if rms > 0 else float("-inf")
