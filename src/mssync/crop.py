@@ -66,12 +66,17 @@ def file_sha256(path: Path) -> str:
 
 
 def usable_span(info: MediaInfo, trim: dict | None) -> Span:
-    """The span covered by both audio and video, inside the manifest's start/end."""
+    """The span where both audio and video exist, inside the manifest's start/end.
+
+    Streams can start at different times (an audio track that begins late); the span starts
+    when both have begun, so neither a frozen first frame nor padded silence enters the clip.
+    """
     start = float(trim["start_s"]) if trim and trim.get("start_s") is not None else 0.0
     end = float(trim["end_s"]) if trim and trim.get("end_s") is not None else math.inf
-    video_end = min(end, info.duration_s)
-    audio_end = min(end, info.audio_duration_s or 0.0)
-    return Span(start, max(0.0, min(video_end, audio_end) - start))
+    start = max(start, info.video_start_s, info.audio_start_s)
+    video_end = info.video_start_s + info.duration_s
+    audio_end = info.audio_start_s + (info.audio_duration_s or 0.0)
+    return Span(start, max(0.0, min(end, video_end, audio_end) - start))
 
 
 def sample_faces(info: MediaInfo, span: Span, settings: CropSettings, landmarker_settings: LandmarkerSettings):
@@ -148,6 +153,8 @@ def source_summary(info: MediaInfo) -> dict:
         "sample_rate": info.sample_rate,
         "channels": info.channels,
         "audio_duration_s": None if info.audio_duration_s is None else round(info.audio_duration_s, 4),
+        "video_start_s": round(info.video_start_s, 4),
+        "audio_start_s": round(info.audio_start_s, 4),
     }
 
 
@@ -186,12 +193,11 @@ def crop_clip(
     clip_id = download["clip_id"]
     record_path = out_dir / f"{clip_id}.json"
     common = {"speaker": download.get("speaker"), "mssync_version": __version__}
-    if download["status"] != OK:
-        raise ClipRejected(f"{raw_record}: clip was not downloaded ({download.get('reason')})")
-    raw = raw_record.parent / download["file"]
     details: dict = {}
     try:
-        fields = _crop(raw, clip_id, download, out_dir, settings, landmarker, details)
+        if download["status"] != OK:
+            raise ClipRejected(f"not downloaded: {download.get('reason')}")
+        fields = _crop(raw_record.parent / download["file"], clip_id, download, out_dir, settings, landmarker, details)
     except ClipRejected as exc:
         log.warning("%s rejected: %s", clip_id, exc.reason)
         record = write_record(record_path, clip_id, STAGE, REJECTED, reason=exc.reason, **common, **details, **exc.details)

@@ -39,6 +39,7 @@ class FaceTrack:
     blendshapes: np.ndarray  # (N, 52)
     face_found: np.ndarray  # (N,) bool
     blendshape_names: list[str]
+    decoded: int = 0  # frames the decoder delivered; fewer than N means the crop is damaged
 
     @classmethod
     def empty(cls, n: int) -> "FaceTrack":
@@ -60,6 +61,7 @@ def track_faces(frames: Iterable[np.ndarray], n_frames: int, fps: int, landmarke
         for t, frame in enumerate(progress):
             if t >= n_frames:
                 break
+            track.decoded = t + 1
             result = lm.detect_for_video(to_mp_image(frame), int(round(t * 1000 / fps)))
             if not result.face_landmarks:
                 continue
@@ -98,7 +100,9 @@ def extract_features(crop_record: Path, out: Path, settings: FeatureSettings, la
     size = (output["size"], output["size"])
     frames = iter_frames(crop_record.parent / output["video"], size, threads=1)
     track = track_faces(frames, n_frames, fps, landmarker, desc=clip_id)
-    decoded = int(track.face_found.size)
+    if track.decoded < n_frames:
+        log.warning("%s: the crop decodes to %d of %d frames; the rest are stored as face_found=False",
+                    clip_id, track.decoded, n_frames)
     metadata = {
         "clip_id": clip_id,
         "speaker": record.get("speaker"),
@@ -118,7 +122,8 @@ def extract_features(crop_record: Path, out: Path, settings: FeatureSettings, la
         "blendshape_names": track.blendshape_names,
         "landmarker_sha256": model_sha256(landmarker.model),
         "mssync_version": __version__,
-        "face_fraction": float(track.face_found.mean()) if decoded else 0.0,
+        "decoded_frames": track.decoded,
+        "face_fraction": float(track.face_found.mean()) if n_frames else 0.0,
     }
     table = features_table(clip_id, fps, track.landmarks, track.pose, track.blendshapes, track.face_found, mel, metadata)
     write_table(out, table)

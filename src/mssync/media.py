@@ -38,6 +38,8 @@ class MediaInfo:
     sample_rate: int | None
     channels: int | None
     audio_duration_s: float | None
+    video_start_s: float = 0.0  # stream start on the file's timeline (0 = earliest stream start)
+    audio_start_s: float = 0.0
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -89,6 +91,7 @@ def probe(path: str | Path) -> MediaInfo:
         raise MediaError(f"{path}: no video stream")
     fmt_duration = float(info.get("format", {}).get("duration") or 0.0)
     duration = float(video.get("duration") or fmt_duration)
+    origin = float(info.get("format", {}).get("start_time") or 0.0)
     return MediaInfo(
         path=path,
         width=int(video["width"]),
@@ -102,7 +105,14 @@ def probe(path: str | Path) -> MediaInfo:
         sample_rate=int(audio["sample_rate"]) if audio else None,
         channels=int(audio.get("channels", 0)) if audio else None,
         audio_duration_s=float(audio.get("duration") or fmt_duration) if audio else None,
+        video_start_s=_start(video, origin),
+        audio_start_s=_start(audio, origin) if audio else 0.0,
     )
+
+
+def _start(stream: dict, origin: float) -> float:
+    """A stream's start relative to the file's start: ffmpeg's decode timeline begins at `origin`."""
+    return max(0.0, float(stream.get("start_time") or origin) - origin)
 
 
 def _input(path: str | Path, start_s: float | None, duration_s: float | None) -> ffmpeg.nodes.FilterableStream:
@@ -200,10 +210,14 @@ def extract_audio(
     n_samples: int,
     start_s: float | None = None,
 ) -> None:
-    """16-bit mono PCM WAV of exactly n_samples (resampled, downmixed, padded or trimmed)."""
+    """16-bit mono PCM WAV of exactly n_samples (resampled, downmixed, padded or trimmed).
+
+    `first_pts=0` keeps the audio on the video's timeline: audio that starts after the start
+    point is preceded by silence rather than pulled forward out of sync.
+    """
     stream = (
         _input(src, start_s, None)
-        .audio.filter("aresample", sample_rate)
+        .audio.filter("aresample", sample_rate, **{"async": 1, "first_pts": 0})
         .filter("apad", whole_len=n_samples)
         .filter("atrim", end_sample=n_samples)
     )

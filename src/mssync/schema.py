@@ -6,7 +6,8 @@ and let readers reshape without copying element by element.
 Audio/video alignment, stated once for the whole project: at `fps` video frames per second and
 an audio hop of `hop_ms`, every video frame owns k = (1000 / fps) / hop_ms consecutive audio
 frames; video frame t owns audio frames [k*t, k*t + k). At 25 fps and 10 ms, k = 4. Audio frame
-j is centred at j * hop_ms (librosa's centred STFT), so frame t's audio covers its own 40 ms.
+j is centred at j * hop_ms (librosa's centred STFT), so frame t's audio is centred on its own
+40 ms (each window reaches half a window, 12.5 ms, beyond it at either end).
 """
 
 from __future__ import annotations
