@@ -89,6 +89,8 @@ def test_dvc_repro_runs_pipeline_to_dataset(repro):
     assert len(rejected) == 2 and rejected[1].startswith("missing-clip,nobody,download,")
     assert read_record(root / "data/raw/missing-clip.json")["status"] == "rejected"
     assert not (root / "data/raw/missing-clip.mp4").exists()
+    assert read_record(root / "data/clips/missing-clip.json")["reason"].startswith("not downloaded: ")
+    assert (root / "data/previews/missing-clip.png").stat().st_size > 0  # a text sheet saying why
 
 
 def test_snakemake_is_up_to_date_after_dvc(repro):

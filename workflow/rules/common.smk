@@ -1,6 +1,9 @@
 # Helpers shared by the rule files: manifest, per-section settings, and target lists.
-# Per-clip stages are checkpoints that always write a record (ok or rejected); the helpers
-# below read those records so later rules only ask for clips that are still usable.
+# Every clip goes through download and crop, which always write a record (ok, or rejected
+# with the reason; crop passes a failed download on as its own rejection). Crop is the one
+# checkpoint: later rules read its records to ask only for clips that are still usable.
+# (Only one checkpoint level on purpose: Snakemake 9 can schedule a job whose input function
+# depends on nested checkpoints before that input is resolved.)
 import json
 import re
 
@@ -28,26 +31,18 @@ def manifest_row(wildcards):
     return json.dumps(ROWS[wildcards.clip].__dict__, sort_keys=True)
 
 
-def downloaded(clip):
-    return is_ok(checkpoints.download.get(clip=clip).output.record)
+CROP_RECORDS = [f"data/clips/{clip}.json" for clip in CLIPS]
 
 
 def cropped(clip):
-    return downloaded(clip) and is_ok(checkpoints.crop.get(clip=clip).output.record)
-
-
-def crop_records(wildcards):
-    """Crop records of every clip that was downloaded (rejected downloads stop there)."""
-    return [f"data/clips/{clip}.json" for clip in CLIPS if downloaded(clip)]
+    return is_ok(checkpoints.crop.get(clip=clip).output.record)
 
 
 def feature_files(wildcards):
     return [f"data/features/{clip}.parquet" for clip in CLIPS if cropped(clip)]
 
 
-def preview_files(wildcards):
-    """A contact sheet for every clip that reached the crop stage, rejected or not."""
-    return [f"data/previews/{clip}.png" for clip in CLIPS if downloaded(clip)]
+PREVIEWS = [f"data/previews/{clip}.png" for clip in CLIPS]  # rejected clips too: they show why
 
 
 def preview_features(wildcards):
@@ -57,5 +52,4 @@ def preview_features(wildcards):
 DATASET = [f"data/dataset/{split}.parquet" for split in SPLITS] + ["data/dataset/splits.csv", "data/rejected.csv"]
 
 
-def all_targets(wildcards):
-    return DATASET + preview_files(wildcards)
+ALL_TARGETS = DATASET + PREVIEWS

@@ -1,7 +1,7 @@
 # Phase "data": fetch each manifest clip, then crop it to a stable 256x256 face box.
 
 
-checkpoint download:
+rule download:
     output:
         record="data/raw/{clip}.json",
     params:
@@ -45,4 +45,4 @@ checkpoint crop:
 
 rule data_phase:
     input:
-        crop_records,
+        CROP_RECORDS,

@@ -24,7 +24,7 @@ rule features:
 
 rule dataset:
     input:
-        crop_records,
+        CROP_RECORDS,
         feature_files,
     output:
         splits=expand("data/dataset/{split}.parquet", split=SPLITS),
@@ -70,4 +70,4 @@ rule preview:
 rule features_phase:
     input:
         DATASET,
-        preview_files,
+        PREVIEWS,
