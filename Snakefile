@@ -15,9 +15,10 @@ validate_params(config)  # stops with "params.yaml: invalid value at 'section.ke
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
+include: "workflow/rules/syncers.smk"
 
 
 rule all:
     default_target: True
     input:
-        ALL_TARGETS,
+        ALL_TARGETS + SYNCER_TARGETS,

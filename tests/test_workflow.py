@@ -1,25 +1,30 @@
-"""The orchestration, for real: Snakemake and DVC on the tiny config (4 real 3 s clips + 1
+"""The orchestration, for real: Snakemake and DVC on the tiny config (4 real 5 s clips + 1
 unobtainable), in a throw-away copy of the project so the developer's data/ is untouched."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from mssync.records import read_record
 from mssync.schema import list_column_to_numpy, read_metadata, read_table
+from mssync.syncer_train import load_syncer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "workflow", "config", "src/mssync"]
-TINY_CLIPS = ["vox2-00010", "vox2-00086", "vox2-00373", "hdtf-ted-lieu"]
+TINY_CLIPS = ["vox2-00015", "vox2-00086", "vox2-00373", "hdtf-ted-lieu"]
+TINY_FRAMES = 125  # 5 s cuts at 25 fps: long enough for one level-3 (1.6 s) syncer group
 
 pytestmark = pytest.mark.integration
 
@@ -74,8 +79,9 @@ def repro(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 def test_dvc_repro_runs_pipeline_to_dataset(repro):
     root, proc = repro
     assert "Running stage 'data'" in proc.stdout and "Running stage 'features'" in proc.stdout
+    assert "Running stage 'syncers'" in proc.stdout
     splits = {s: read_table(root / f"data/dataset/{s}.parquet")[0] for s in ("train", "val", "test")}
-    assert sum(t.num_rows for t in splits.values()) == 4 * 75  # four 3 s cuts at 25 fps
+    assert sum(t.num_rows for t in splits.values()) == 4 * TINY_FRAMES
     speakers = {s: set(read_metadata(root / f"data/dataset/{s}.parquet")["clips"]) for s in splits}
     assert set().union(*speakers.values()) == set(TINY_CLIPS)
     assert "hdtf-ted-lieu" in speakers["train"]  # pinned by the manifest's split column
@@ -83,7 +89,7 @@ def test_dvc_repro_runs_pipeline_to_dataset(repro):
     for clip in TINY_CLIPS:
         assert (root / f"data/previews/{clip}.png").stat().st_size > 0
         table, meta = read_table(root / f"data/features/{clip}.parquet")
-        assert table.num_rows == 75 and meta["n_mels"] == 26
+        assert table.num_rows == TINY_FRAMES and meta["n_mels"] == 26
     rejected = (root / "data/rejected.csv").read_text().splitlines()
     assert rejected[0] == "clip_id,speaker,stage,reason"
     assert len(rejected) == 2 and rejected[1].startswith("missing-clip,nobody,download,")
@@ -91,6 +97,53 @@ def test_dvc_repro_runs_pipeline_to_dataset(repro):
     assert not (root / "data/raw/missing-clip.mp4").exists()
     assert read_record(root / "data/clips/missing-clip.json")["reason"].startswith("not downloaded: ")
     assert (root / "data/previews/missing-clip.png").stat().st_size > 0  # a text sheet saying why
+
+
+def test_dvc_repro_trains_every_syncer_level_of_both_sets(repro):
+    root, proc = repro
+    assert "Running stage 'syncers'" in proc.stdout
+    space = json.loads((root / "results/motion_space.json").read_text())
+    assert space["dim"] == 7 + 8 and "reconstruction_unsmoothed" in space
+    for syncer_set in ("loss", "eval"):
+        metrics = json.loads((root / f"results/syncers/{syncer_set}_metrics.json").read_text())
+        assert sorted(metrics["levels"]) == ["level0", "level1", "level2", "level3"]
+        for level in range(4):
+            model = load_syncer(root / f"models/syncers/{syncer_set}/level{level}.pt")
+            assert model.level == level
+            curve = (root / f"results/syncers/curves/{syncer_set}_level{level}.tsv").read_text().splitlines()
+            assert curve[0].startswith("epoch\tstep") and len(curve) == 1 + 2  # 20 steps, eval every 10
+    loss0 = torch.load(root / "models/syncers/loss/level0.pt", weights_only=True)
+    eval0 = torch.load(root / "models/syncers/eval/level0.pt", weights_only=True)
+    assert loss0["seed"] != eval0["seed"]  # independent sets: evaluation never scores with the loss syncers
+
+
+def test_killed_syncer_training_resumes(repro, tmp_path):
+    """Kill a training job once it has checkpointed; the rerun continues from that step."""
+    root, _ = repro
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    preset = dict(params["syncers"]["presets"]["tiny"], steps=4000, eval_every=10)
+    out, curve = tmp_path / "level0.pt", tmp_path / "level0.tsv"
+    cmd = ["mssync", "train-syncer", "--train", "data/dataset/train.parquet", "--val", "data/dataset/val.parquet",
+           "--space", "models/motion_space.npz", "--level", "0", "--seed", "7", "--preset", json.dumps(preset),
+           "--out", str(out), "--metrics", str(curve)]
+    job = subprocess.Popen(cmd, cwd=root, env=tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    resume = out.with_suffix(".resume.pt")
+    deadline = time.monotonic() + 120
+    while not resume.exists() and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.05)
+    job.kill()
+    job.wait()
+    assert resume.exists(), "no checkpoint was written before the kill"
+    killed_at = torch.load(resume, weights_only=True)["step"]
+    assert 0 < killed_at < 4000
+
+    preset["steps"] = killed_at + 20  # the same run, a little longer
+    cmd[cmd.index("--preset") + 1] = json.dumps(preset)
+    proc = run(cmd, root)
+    assert f"resuming at step {killed_at}" in proc.stderr
+    rows = curve.read_text().splitlines()[1:]
+    steps = [int(r.split("\t")[1]) for r in rows]
+    assert steps == list(range(10, killed_at + 21, 10))  # epochs continue; nothing repeated or lost
 
 
 def test_snakemake_is_up_to_date_after_dvc(repro):
@@ -103,22 +156,23 @@ def test_changing_mel_bands_reruns_features_not_crop(repro):
     root, _ = repro
     crops = sorted((root / "data/clips").glob("*.mp4")) + sorted((root / "data/raw").glob("*"))
     before = {p: p.stat().st_mtime_ns for p in crops}
-    features_before = (root / "data/features/vox2-00010.parquet").stat().st_mtime_ns
+    features_before = (root / "data/features/vox2-00015.parquet").stat().st_mtime_ns
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["features"]["n_mels"] = 20
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
+    logs_before = set((root / ".snakemake/log").glob("*.log"))
     proc = run(["dvc", "repro"], root)
     assert "Stage 'data' didn't change, skipping" in proc.stdout
     assert "Running stage 'features'" in proc.stdout
     assert {p: p.stat().st_mtime_ns for p in crops} == before  # download and crop untouched
-    assert (root / "data/features/vox2-00010.parquet").stat().st_mtime_ns != features_before
+    assert (root / "data/features/vox2-00015.parquet").stat().st_mtime_ns != features_before
     table, meta = read_table(root / "data/dataset/train.parquet")
     assert meta["n_mels"] == 20 and list_column_to_numpy(table["mel"]).shape[1:] == (4, 20)
-    log = (root / ".snakemake/log").glob("*.log")
-    newest = max(log, key=lambda p: p.stat().st_mtime).read_text()
-    assert "rule features:" in newest and "rule dataset:" in newest
-    assert "rule crop:" not in newest and "rule download:" not in newest
+    this_run = "".join(p.read_text() for p in set((root / ".snakemake/log").glob("*.log")) - logs_before)
+    assert "rule features:" in this_run and "rule dataset:" in this_run
+    assert "rule crop:" not in this_run and "rule download:" not in this_run
+    assert "rule syncer:" in this_run  # the dataset changed, so the syncers retrain on it
 
 
 def test_invalid_param_stops_with_key_named(tmp_path):
@@ -147,18 +201,28 @@ def test_strict_makes_an_unobtainable_clip_fatal(tmp_path):
 
 def _snakemake_output_patterns() -> list[str]:
     text = "".join(p.read_text() for p in (REPO / "workflow/rules").glob("*.smk"))
-    return re.findall(r'"(data/[^"]+|models/[^"]+|results/[^"]+)"', text)
+    return re.findall(r'"((?:data|models|results)/[^"]+)"', text)
+
+
+def _produced_by_a_rule(path: str, patterns: list[str]) -> bool:
+    """A file matching a rule's output pattern, or a directory that rule outputs live in."""
+    for pattern in patterns:
+        regex = re.sub(r"\\{\{?\w+\}?\\}", "[^/]+", re.escape(pattern))
+        if re.fullmatch(regex, path) or pattern.startswith(path.rstrip("/") + "/"):
+            return True
+    return False
 
 
 def test_every_dvc_out_is_a_snakemake_target():
-    """dvc.yaml and the Snakefile cannot drift: each out is (under) a rule output, each cmd a rule."""
+    """dvc.yaml and the Snakefile cannot drift: each out/metric/plot comes from a rule, each cmd is a rule."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     patterns = _snakemake_output_patterns()
     rules = run(["snakemake", "--list-rules"], REPO).stdout.split()
     for name, stage in stages.items():
         target = stage["cmd"].split()[-1]
         assert stage["cmd"].startswith("snakemake --cores all ") and target in rules, name
-        for out in stage["outs"]:
-            path = next(iter(out)) if isinstance(out, dict) else out
-            assert any(p == path or p.startswith(path.rstrip("/") + "/") for p in patterns), (name, path)
-            assert out[path].get("persist") is True, (name, path)
+        for kind in ("outs", "metrics", "plots"):
+            for out in stage.get(kind, []):
+                path = next(iter(out)) if isinstance(out, dict) else out
+                assert _produced_by_a_rule(path, patterns), (name, kind, path)
+                assert out[path].get("persist") is True, (name, path)  # DVC must not delete what Snakemake tracks

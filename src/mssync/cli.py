@@ -92,6 +92,43 @@ def cmd_preview(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_motion_space(args: argparse.Namespace) -> None:
+    from .motion import fit_motion_space
+
+    fit_motion_space(Path(args.train), Path(args.val), Path(args.test), Path(args.out), Path(args.metrics),
+                     _settings(args, "motion"))
+
+
+def _preset(args: argparse.Namespace) -> tuple[object, dict]:
+    import json
+
+    from .config import validate_preset
+    from .syncer import SyncerSettings
+
+    values = json.loads(args.preset)
+    validate_preset(values)
+    return SyncerSettings.from_dict(values), values
+
+
+def cmd_train_syncer(args: argparse.Namespace) -> None:
+    import torch
+
+    from .syncer_train import train_syncer
+
+    torch.set_num_threads(args.threads)
+    settings, values = _preset(args)
+    train_syncer(Path(args.train), Path(args.val), Path(args.space), Path(args.out), Path(args.metrics),
+                 args.level, settings, values, args.kernel, args.seed, args.device)
+
+
+def cmd_eval_syncers(args: argparse.Namespace) -> None:
+    from .syncer_eval import evaluate_syncers
+
+    settings, _ = _preset(args)
+    evaluate_syncers(Path(args.test), Path(args.space), [Path(m) for m in args.models], Path(args.out),
+                     settings.group_size, args.kernel)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mssync", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mssync {__version__}")
@@ -138,6 +175,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     _add_settings(p, "preview", "landmarker")
     p.set_defaults(func=cmd_preview)
+
+    p = sub.add_parser("motion-space", help="fit pose + expression PCA on train; report reconstruction error")
+    p.add_argument("--train", required=True)
+    p.add_argument("--val", required=True)
+    p.add_argument("--test", required=True)
+    p.add_argument("--out", required=True, help="models/motion_space.npz")
+    p.add_argument("--metrics", required=True, help="JSON with the test-split reconstruction error")
+    _add_settings(p, "motion")
+    p.set_defaults(func=cmd_motion_space)
+
+    p = sub.add_parser("train-syncer", help="train one syncer level (resumes from its checkpoint)")
+    p.add_argument("--train", required=True)
+    p.add_argument("--val", required=True)
+    p.add_argument("--space", required=True, help="models/motion_space.npz")
+    p.add_argument("--level", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--preset", required=True, metavar="JSON", help="one syncers.presets entry as JSON")
+    p.add_argument("--kernel", type=int, default=7, help="pyramid moving-average width")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True, help="best model on val (models/syncers/{set}/level{l}.pt)")
+    p.add_argument("--metrics", required=True, help="per-epoch TSV")
+    p.set_defaults(func=cmd_train_syncer)
+
+    p = sub.add_parser("eval-syncers", help="held-out retrieval, LSE-C/D and offsets per level")
+    p.add_argument("--test", required=True)
+    p.add_argument("--space", required=True)
+    p.add_argument("--models", nargs="+", required=True)
+    p.add_argument("--preset", required=True, metavar="JSON")
+    p.add_argument("--kernel", type=int, default=7)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_eval_syncers)
     return parser
 
 

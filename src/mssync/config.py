@@ -32,6 +32,8 @@ def validate_params(params: dict[str, Any], schema: Path = PARAMS_SCHEMA) -> Non
         validate(params, str(schema), set_default=False)
     except WorkflowError as exc:
         raise ConfigError(_explain_validation_error(exc)) from None
+    if "syncers" in params:
+        check_syncer_preset(params)
 
 
 def _explain_validation_error(exc: Exception) -> str:
@@ -117,6 +119,19 @@ class PreviewSettings:
     frames: int
 
 
+@dataclasses.dataclass(frozen=True)
+class MotionSettings:
+    expression_components: int
+    smooth_frames: int
+    max_gap_frames: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PyramidSettings:
+    kernel: int
+    levels: list[int]
+
+
 S = TypeVar("S")
 
 SECTIONS: dict[str, type] = {
@@ -126,6 +141,8 @@ SECTIONS: dict[str, type] = {
     "features": FeatureSettings,
     "dataset": DatasetSettings,
     "preview": PreviewSettings,
+    "motion": MotionSettings,
+    "pyramid": PyramidSettings,
 }
 
 
@@ -162,3 +179,24 @@ def _validate_section(section: str, values: Any) -> None:
     if error is not None:
         key = ".".join([section, *(str(p) for p in error.absolute_path)])
         raise ConfigError(f"settings: invalid value at '{key}': {error.message}")
+
+
+def validate_preset(values: dict[str, Any]) -> None:
+    """A syncer preset passed alone (as Snakemake does) against the schema's preset definition."""
+    import jsonschema
+
+    with PARAMS_SCHEMA.open(encoding="utf-8") as fh:
+        schema = yaml.safe_load(fh)
+    definition = {**schema["$defs"]["syncer_preset"], "$defs": schema["$defs"]}
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(definition).iter_errors(values))
+    if error is not None:
+        key = ".".join(["preset", *(str(p) for p in error.absolute_path)])
+        raise ConfigError(f"syncer preset: invalid value at '{key}': {error.message}")
+
+
+def check_syncer_preset(params: dict[str, Any]) -> None:
+    """The chosen preset must be one of the listed ones (the schema cannot say that)."""
+    syncers = params["syncers"]
+    if syncers["preset"] not in syncers["presets"]:
+        raise ConfigError(f"params.yaml: invalid value at 'syncers.preset': {syncers['preset']!r} is not one of "
+                          f"{sorted(syncers['presets'])}")
