@@ -16,9 +16,10 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/syncers.smk"
+include: "workflow/rules/gan.smk"
 
 
 rule all:
     default_target: True
     input:
-        ALL_TARGETS + SYNCER_TARGETS,
+        ALL_TARGETS + SYNCER_TARGETS + GAN_TARGETS,

@@ -117,6 +117,20 @@ def test_dvc_repro_trains_every_syncer_level_of_both_sets(repro):
     assert loss0["seed"] != eval0["seed"]  # independent sets: evaluation never scores with the loss syncers
 
 
+def test_dvc_repro_trains_and_evaluates_the_generator(repro):
+    root, proc = repro
+    assert "Running stage 'gan'" in proc.stdout
+    blob = torch.load(root / "models/generator.pt", weights_only=True)
+    assert blob["iteration"] == 10 and blob["sync_levels"] == [0, 1, 2, 3]
+    rows = (root / "results/gan/train.tsv").read_text().splitlines()
+    assert rows[0].split("\t")[:5] == ["iteration", "d_loss", "d_real", "d_fake", "g_total"] and len(rows) == 11
+    metrics = json.loads((root / "results/gan/metrics.json").read_text())
+    assert sorted(metrics["levels"]) == ["level0", "level1", "level2", "level3"]
+    for level in metrics["levels"].values():
+        assert set(level) >= {"generated", "static", "real"} and level["static"]["lse_c"] >= 0
+    assert "ratio" in metrics["pose_velocity_std"]
+
+
 def test_killed_syncer_training_resumes(repro, tmp_path):
     """Kill a training job once it has checkpointed; the rerun continues from that step."""
     root, _ = repro

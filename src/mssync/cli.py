@@ -129,6 +129,65 @@ def cmd_eval_syncers(args: argparse.Namespace) -> None:
                      settings.group_size, args.kernel)
 
 
+def cmd_train_gan(args: argparse.Namespace) -> None:
+    import json
+
+    import torch
+
+    from .config import ConfigError, validate_params
+    from .gan import GanSettings, train_gan
+
+    torch.set_num_threads(args.threads)
+    gan = json.loads(args.gan_settings)
+    validate_params({"gan": gan}, section_only=True)
+    levels = {int(Path(p).stem.removeprefix("level")): Path(p) for p in args.syncers}
+    if sorted(levels) != sorted(gan["sync_levels"]):
+        raise ConfigError(f"--syncers gives levels {sorted(levels)}, gan.sync_levels asks for {gan['sync_levels']}")
+    train_gan(Path(args.train), Path(args.val), Path(args.space), levels, Path(args.out), Path(args.train_curve),
+              Path(args.val_curve), GanSettings.from_params(gan), gan, args.kernel, gan["seed"], gan["device"])
+
+
+def cmd_eval_gan(args: argparse.Namespace) -> None:
+    from .gan_eval import evaluate_generator
+
+    evaluate_generator(Path(args.test), Path(args.space), Path(args.model), [Path(p) for p in args.syncers],
+                       Path(args.out), args.kernel)
+
+
+SAMPLE_RATE = 16000  # the pipeline's audio rate (crop.sample_rate)
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from .generate import MotionGenerator, generate_to_parquet
+    from .media import decode_audio
+
+    generator = MotionGenerator.load(args.model, args.space, device=args.device)
+    first = _first_frame(args)
+    samples = decode_audio(Path(args.audio), SAMPLE_RATE)
+    generate_to_parquet(generator, first, samples, SAMPLE_RATE, Path(args.out), args.clip_id or Path(args.audio).stem,
+                        {"audio": str(args.audio), "reference": args.reference or args.landmarks})
+
+
+def _first_frame(args: argparse.Namespace):
+    """Frame 0: landmarks of a reference frame from a features Parquet, or a .npy of (478, 3) landmarks."""
+    import numpy as np
+
+    from .errors import MssyncError
+    from .schema import list_column_to_numpy, read_table
+
+    if args.landmarks:
+        first = np.load(args.landmarks)
+        if first.shape != (478, 3):
+            raise MssyncError(f"{args.landmarks}: expected (478, 3) landmarks, got {first.shape}")
+        return first.astype(np.float32)
+    table, _ = read_table(args.reference, columns=["landmarks", "face_found"])
+    found = table["face_found"].to_numpy()
+    frame = args.reference_frame
+    if frame >= len(found) or not found[frame]:
+        raise MssyncError(f"{args.reference}: frame {frame} has no face (or does not exist)")
+    return list_column_to_numpy(table["landmarks"].slice(frame, 1))[0]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mssync", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mssync {__version__}")
@@ -207,6 +266,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel", type=int, default=7)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_eval_syncers)
+
+    p = sub.add_parser("train-gan", help="train the MS-Sync generator against the frozen loss syncers (resumes)")
+    p.add_argument("--train", required=True)
+    p.add_argument("--val", required=True)
+    p.add_argument("--space", required=True)
+    p.add_argument("--syncers", nargs="*", default=[], help="models/syncers/loss/level{l}.pt for gan.sync_levels")
+    p.add_argument("--gan-settings", required=True, metavar="JSON", help="the gan section of params.yaml")
+    p.add_argument("--kernel", type=int, default=7)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True, help="models/generator.pt")
+    p.add_argument("--train-curve", required=True, help="per-iteration TSV of every loss term")
+    p.add_argument("--val-curve", required=True, help="validation TSV")
+    p.set_defaults(func=cmd_train_gan)
+
+    p = sub.add_parser("eval-gan", help="generated vs static vs real vs mismatched audio, per syncer level")
+    p.add_argument("--test", required=True)
+    p.add_argument("--space", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--syncers", nargs="+", required=True, help="the *evaluation* syncers, one per level")
+    p.add_argument("--kernel", type=int, default=7)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_eval_gan)
+
+    p = sub.add_parser("generate", help="first frame + speech -> motion (and landmarks) Parquet, any length")
+    p.add_argument("--model", default="models/generator.pt")
+    p.add_argument("--space", default="models/motion_space.npz")
+    p.add_argument("--audio", required=True, help="any audio ffmpeg reads (wav, mp3, m4a, a video's track)")
+    first = p.add_mutually_exclusive_group(required=True)
+    first.add_argument("--reference", help="a features Parquet (data/features/X.parquet) to take frame 0 from")
+    first.add_argument("--landmarks", help="a .npy of (478, 3) MediaPipe landmarks of the first frame")
+    p.add_argument("--reference-frame", type=int, default=0)
+    p.add_argument("--clip-id", default=None)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("-o", "--out", required=True, help="output Parquet: motion and decoded landmarks per frame")
+    p.set_defaults(func=cmd_generate)
     return parser
 
 

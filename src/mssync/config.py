@@ -23,8 +23,15 @@ PARAMS_SCHEMA = SCHEMA_DIR / "params.schema.yaml"
 MANIFEST_SCHEMA = SCHEMA_DIR / "manifest.schema.yaml"
 
 
-def validate_params(params: dict[str, Any], schema: Path = PARAMS_SCHEMA) -> None:
-    """Validate with snakemake's jsonschema helper; re-raise naming the offending key."""
+def validate_params(params: dict[str, Any], schema: Path = PARAMS_SCHEMA, section_only: bool = False) -> None:
+    """Validate with snakemake's jsonschema helper; re-raise naming the offending key.
+
+    `section_only` checks just the sections given (a rule receives only the ones it uses)."""
+    if section_only:
+        for section, values in params.items():
+            _validate_section(section, values)
+        check_syncer_preset(params)
+        return
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
@@ -32,8 +39,7 @@ def validate_params(params: dict[str, Any], schema: Path = PARAMS_SCHEMA) -> Non
         validate(params, str(schema), set_default=False)
     except WorkflowError as exc:
         raise ConfigError(_explain_validation_error(exc)) from None
-    if "syncers" in params:
-        check_syncer_preset(params)
+    check_syncer_preset(params)
 
 
 def _explain_validation_error(exc: Exception) -> str:
@@ -174,7 +180,8 @@ def _validate_section(section: str, values: Any) -> None:
     import jsonschema
 
     with PARAMS_SCHEMA.open(encoding="utf-8") as fh:
-        schema = yaml.safe_load(fh)["properties"][section]
+        full = yaml.safe_load(fh)
+    schema = {**full["properties"][section], "$defs": full.get("$defs", {})}  # presets refer to $defs
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(values))
     if error is not None:
         key = ".".join([section, *(str(p) for p in error.absolute_path)])
@@ -196,7 +203,8 @@ def validate_preset(values: dict[str, Any]) -> None:
 
 def check_syncer_preset(params: dict[str, Any]) -> None:
     """The chosen preset must be one of the listed ones (the schema cannot say that)."""
-    syncers = params["syncers"]
-    if syncers["preset"] not in syncers["presets"]:
-        raise ConfigError(f"params.yaml: invalid value at 'syncers.preset': {syncers['preset']!r} is not one of "
-                          f"{sorted(syncers['presets'])}")
+    for section in ("syncers", "gan"):
+        chosen = params.get(section)  # absent when a rule validates only its own section
+        if chosen and chosen["preset"] not in chosen["presets"]:
+            raise ConfigError(f"params.yaml: invalid value at '{section}.preset': {chosen['preset']!r} is not one of "
+                              f"{sorted(chosen['presets'])}")

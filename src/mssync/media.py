@@ -246,3 +246,18 @@ def rms_dbfs(samples: np.ndarray) -> float:
     """RMS level in dB relative to full scale; -inf for digital silence."""
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
     return 20.0 * np.log10(rms) if rms > 0 else float("-inf")
+
+
+def decode_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Any audio ffmpeg can read -> mono float32 samples at `sample_rate`."""
+    try:
+        out, _ = (
+            ffmpeg.input(str(path)).audio.output("pipe:", format="f32le", ac=1, ar=sample_rate)
+            .global_args("-nostdin", "-loglevel", "error").run(capture_stdout=True, capture_stderr=True)
+        )
+    except ffmpeg.Error as exc:
+        raise MediaError(f"{path}: cannot decode audio ({ffmpeg_error_message(exc)})") from None
+    samples = np.frombuffer(out, np.float32)
+    if not samples.size:
+        raise MediaError(f"{path}: no audio samples")
+    return samples

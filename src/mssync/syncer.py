@@ -65,11 +65,16 @@ class LayerNorm1d(nn.Module):
 
 
 class InvResX1D(nn.Module):
-    """Depthwise conv -> LayerNorm -> 1x1 expand (x4) -> GELU -> 1x1 project, residual, GELU."""
+    """Depthwise conv -> LayerNorm -> 1x1 expand (x4) -> GELU -> 1x1 project, residual, GELU.
 
-    def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1, dropout: float = 0.0) -> None:
+    `causal` pads on the left only, so output t sees inputs <= t * stride (the generator's audio
+    encoder must not see the future beyond its declared lookahead)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1, dropout: float = 0.0,
+                 causal: bool = False) -> None:
         super().__init__()
-        self.depthwise = nn.Conv1d(c_in, c_in, kernel, stride, padding=(kernel - 1) // 2, groups=c_in)
+        self.left_pad = kernel - 1 if causal else 0
+        self.depthwise = nn.Conv1d(c_in, c_in, kernel, stride, padding=0 if causal else (kernel - 1) // 2, groups=c_in)
         self.norm = LayerNorm1d(c_in)
         self.expand = nn.Conv1d(c_in, 4 * c_in, 1)
         self.project = nn.Conv1d(4 * c_in, c_out, 1)
@@ -80,7 +85,8 @@ class InvResX1D(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, T) -> (B, C_out, ceil(T / stride))
-        h = self.project(F.gelu(self.expand(self.norm(self.depthwise(x)))))
+        h = self.depthwise(F.pad(x, (self.left_pad, 0)) if self.left_pad else x)
+        h = self.project(F.gelu(self.expand(self.norm(h))))
         return F.gelu(self.shortcut(x) + self.drop(h))
 
 

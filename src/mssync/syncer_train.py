@@ -9,10 +9,7 @@ speaker at other times, the hard case), otherwise windows of different clips.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import hashlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -21,18 +18,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .atomic import atomic_path
 from .errors import MssyncError
 from .motion import MotionSpace, load_split
 from .pyramid import AUDIO_PER_MOTION, AUDIO_WINDOW, MOTION_WINDOW, temporal_pyramid
 from .syncer import Syncer, SyncerSettings, info_nce, pick_device
+from .training import fingerprint, load_resume, read_tsv, save, write_tsv
 
 log = logging.getLogger(__name__)
 
 STD_FLOOR = 1e-6
 VALID_AT_LEVEL = 0.999  # a coarse sample is usable when (almost) all frames under it are
 TSV_COLUMNS = ("epoch", "step", "margin", "train_loss", "train_top1", "val_loss", "val_top1", "val_chance", "seconds")
-CHECKPOINT_FORMAT = 1
 
 
 @dataclasses.dataclass
@@ -55,27 +51,33 @@ class LevelClip:
 
 
 def standardise(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    ref = x[mask] if mask is not None and mask.any() else x
-    return ((x - ref.mean(axis=0)) / np.maximum(ref.std(axis=0), STD_FLOOR)).astype(np.float32)
+    """Per-dimension z-score; a dimension that does not vary (a still head) is exactly 0, not
+    float rounding noise blown up by a tiny divisor."""
+    ref = (x[mask] if mask is not None and mask.any() else x).astype(np.float64)
+    std = ref.std(axis=0)
+    scaled = (x - ref.mean(axis=0)) / np.where(std < STD_FLOOR, np.inf, std)
+    return scaled.astype(np.float32)
+
+
+def level_clip(clip_id: str, features: np.ndarray, mel: np.ndarray, valid: np.ndarray, level: int,
+               kernel: int) -> LevelClip | None:
+    """A clip's syncer features (T, F) and log-mel (4T, M), standardised per clip, at `level`."""
+    frame_audio = np.repeat(valid, AUDIO_PER_MOTION)[: len(mel)]
+    motion_l = temporal_pyramid(standardise(features, valid), level + 1, kernel)[level]
+    audio_l = temporal_pyramid(standardise(mel, frame_audio), level + 1, kernel)[level]
+    valid_l = temporal_pyramid(valid.astype(np.float32)[:, None], level + 1, kernel)[level][:, 0] >= VALID_AT_LEVEL
+    n = min(len(motion_l) - MOTION_WINDOW, (len(audio_l) - AUDIO_WINDOW) // AUDIO_PER_MOTION) + 1
+    starts = np.flatnonzero([valid_l[i:i + MOTION_WINDOW].all() for i in range(max(n, 0))])
+    if not len(starts):
+        return None
+    return LevelClip(clip_id, torch.from_numpy(motion_l), torch.from_numpy(audio_l), starts)
 
 
 def prepare_level(split: Path, space: MotionSpace, level: int, kernel: int) -> list[LevelClip]:
     """Every clip of a split at `level`, with the starts of its fully valid windows."""
-    clips = []
-    for clip_id, clip in sorted(load_split(split, space).items()):
-        valid = clip.valid
-        frame_audio = np.repeat(valid, AUDIO_PER_MOTION)[: len(clip.mel)]
-        features = standardise(space.syncer_features(clip.motion), valid)
-        audio = standardise(clip.mel, frame_audio)
-        motion_l = temporal_pyramid(features, level + 1, kernel)[level]
-        audio_l = temporal_pyramid(audio, level + 1, kernel)[level]
-        valid_l = temporal_pyramid(valid.astype(np.float32)[:, None], level + 1, kernel)[level][:, 0] >= VALID_AT_LEVEL
-        n = min(len(motion_l) - MOTION_WINDOW, (len(audio_l) - AUDIO_WINDOW) // AUDIO_PER_MOTION) + 1
-        ok = np.array([valid_l[i:i + MOTION_WINDOW].all() for i in range(max(n, 0))], bool)
-        starts = np.flatnonzero(ok)
-        if len(starts):
-            clips.append(LevelClip(clip_id, torch.from_numpy(motion_l), torch.from_numpy(audio_l), starts))
-    return clips
+    clips = [level_clip(clip_id, space.syncer_features(clip.motion), clip.mel, clip.valid, level, kernel)
+             for clip_id, clip in sorted(load_split(split, space).items())]
+    return [c for c in clips if c is not None]
 
 
 def sample_group(clips: list[LevelClip], size: int, rng: np.random.Generator) -> list[tuple[int, int]]:
@@ -135,45 +137,6 @@ def validate(model: Syncer, clips: list[LevelClip], s: SyncerSettings, device: t
     return {"val_loss": float(np.mean(losses)), "val_top1": float(np.mean(hits)), "val_chance": float(np.mean(chance))}
 
 
-def fingerprint(files: list[Path], **config: object) -> str:
-    """What a checkpoint must match to be resumed: settings, level, seed and the input files' bytes."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-    for path in files:
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()[:16]
-
-
-def _save(obj: dict, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def _load_resume(path: Path, expected: str) -> dict | None:
-    if not path.is_file():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != expected:
-        log.warning("%s: checkpoint from other settings or data; starting over", path)
-        return None
-    return state
-
-
-def _tsv_rows(path: Path, up_to_epoch: int) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as fh:
-        return [r for r in csv.DictReader(fh, delimiter="\t") if int(r["epoch"]) <= up_to_epoch]
-
-
-def _write_tsv(path: Path, rows: list[dict]) -> None:
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=TSV_COLUMNS, delimiter="\t", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def load_syncer(path: Path, device: torch.device | str = "cpu") -> Syncer:
     """A trained syncer, frozen and in eval mode (checkpoints load with weights_only=True)."""
     blob = torch.load(path, map_location=device, weights_only=True)
@@ -202,14 +165,14 @@ def train_syncer(
     model = Syncer(n_features, n_mels, settings, level).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     step, best, rows = 0, {"val_top1": -1.0, "val_loss": float("inf"), "step": -1}, []
-    state = _load_resume(resume_path, key)
+    state = load_resume(resume_path, key)
     if state is not None:
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         step, best = state["step"], state["best"]
         rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
-        rows = _tsv_rows(metrics_tsv, step // settings.eval_every)
+        rows = read_tsv(metrics_tsv, lambda row: int(row["epoch"]) <= step // settings.eval_every)
         log.info("level %d: resuming at step %d (best val top-1 %.3f)", level, step, best["val_top1"])
     log.info("level %d: %d train clips (%d windows), %d val clips, %d features, device %s", level, len(train_clips),
              sum(len(c.starts) for c in train_clips), len(val_clips), n_features, device)
@@ -246,11 +209,11 @@ def train_syncer(
             better = (scores["val_top1"], -scores["val_loss"]) > (best["val_top1"], -best["val_loss"])
             if better or not out.is_file():
                 best = {"val_top1": scores["val_top1"], "val_loss": scores["val_loss"], "step": step}
-                _save({"format": CHECKPOINT_FORMAT, "state_dict": model.state_dict(), "n_features": n_features,
+                save({"state_dict": model.state_dict(), "n_features": n_features,
                        "n_mels": n_mels, "level": level, "settings": settings_dict, "seed": seed,
                        "kernel": kernel, "best": best}, out)
-            _write_tsv(metrics_tsv, rows)
-            _save({"format": CHECKPOINT_FORMAT, "fingerprint": key, "model": model.state_dict(),
+            write_tsv(metrics_tsv, TSV_COLUMNS, rows)
+            save({"fingerprint": key, "model": model.state_dict(),
                    "optimiser": optimiser.state_dict(), "step": step, "best": best,
                    "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, resume_path)
             log.info("level %d step %d: train loss %.3f top-1 %.3f | val loss %.3f top-1 %.3f (chance %.3f)", level,

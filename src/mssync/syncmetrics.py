@@ -58,14 +58,20 @@ def embed_all(model: Syncer, motion_clip: LevelClip, audio_clip: LevelClip) -> t
 
 
 def distance_curve(model: Syncer, motion_clip: LevelClip, audio_clip: LevelClip, max_shift: int) -> dict[int, float]:
-    """D(d) for d in [-max_shift, max_shift] level samples (audio window = motion start + d)."""
+    """D(d) for d in [-max_shift, max_shift] level samples (audio window = motion start + d).
+
+    Every shift averages over the same motion windows (those whose audio exists at all shifts),
+    so D(d) changes only because the pairing changes, not because windows enter or leave."""
     m, a = embed_all(model, motion_clip, audio_clip)
     starts = torch.as_tensor(motion_clip.starts)
+    inner = (starts - max_shift >= 0) & (starts + max_shift < len(a))
+    if inner.any():
+        m, starts = m[inner], starts[inner]
     curve = {}
     for d in range(-max_shift, max_shift + 1):
         j = starts + d
         keep = (j >= 0) & (j < len(a))
-        if keep.sum() >= 1:
+        if keep.any():
             curve[d] = float(torch.linalg.vector_norm(m[keep] - a[j[keep]], dim=1).mean())
     return curve
 
