@@ -148,8 +148,11 @@ def cmd_train_gan(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_gan(args: argparse.Namespace) -> None:
+    import torch
+
     from .gan_eval import evaluate_generator
 
+    torch.set_num_threads(args.threads)
     evaluate_generator(Path(args.test), Path(args.space), Path(args.model), [Path(p) for p in args.syncers],
                        Path(args.out), args.kernel)
 
@@ -158,9 +161,12 @@ SAMPLE_RATE = 16000  # the pipeline's audio rate (crop.sample_rate)
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
+    import torch
+
     from .generate import MotionGenerator, generate_to_parquet
     from .media import decode_audio
 
+    torch.set_num_threads(args.threads)
     generator = MotionGenerator.load(args.model, args.space, device=args.device)
     first = _first_frame(args)
     samples = decode_audio(Path(args.audio), SAMPLE_RATE)
@@ -286,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--syncers", nargs="+", required=True, help="the *evaluation* syncers, one per level")
     p.add_argument("--kernel", type=int, default=7)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (several torch jobs per core slow each other a lot)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_eval_gan)
 
@@ -299,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-frame", type=int, default=0)
     p.add_argument("--clip-id", default=None)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("-o", "--out", required=True, help="output Parquet: motion and decoded landmarks per frame")
     p.set_defaults(func=cmd_generate)
     return parser

@@ -47,13 +47,15 @@ class GanSettings:
     loss_weights: dict[str, float]
     observed_frames: int
     generated_frames: int
+    rollout_pull: float  # drift control for long roll-outs (validation, evaluation, generation)
 
     @classmethod
     def from_params(cls, gan: dict) -> "GanSettings":
         preset = gan["presets"][gan["preset"]]
         return cls(model=GeneratorSettings(**preset["model"]), **{k: v for k, v in preset.items() if k != "model"},
                    sync_levels=list(gan["sync_levels"]), loss_weights=dict(gan["loss_weights"]),
-                   observed_frames=gan["observed_frames"], generated_frames=gan["generated_frames"])
+                   observed_frames=gan["observed_frames"], generated_frames=gan["generated_frames"],
+                   rollout_pull=gan["rollout_pull"])
 
 
 def motion_groups(space: MotionSpace) -> list[int]:
@@ -130,6 +132,8 @@ class SyncLoss(torch.nn.Module):
         for key, syncer in self.syncers.items():
             m, a = motion_levels[int(key)], audio_levels[int(key)]
             n = min(m.shape[1] - MOTION_WINDOW, (a.shape[1] - AUDIO_WINDOW) // 4) + 1
+            if n < 1:  # a track shorter than one window at this level (short validation clips)
+                continue
             mw = m.unfold(1, MOTION_WINDOW, 1)[:, :n].permute(0, 1, 3, 2)  # (B, n, 5, F)
             aw = a.unfold(1, AUDIO_WINDOW, 4)[:, :n].permute(0, 1, 3, 2)  # (B, n, 20, M)
             cos = syncer.similarity(mw.flatten(0, 1), aw.flatten(0, 1)).view(m.shape[0], n)
@@ -140,6 +144,8 @@ class SyncLoss(torch.nn.Module):
         if not len(self.syncers):
             return track.new_zeros(())
         scores = self.scores(track, mel, f_mean, f_std)
+        if not scores:
+            raise MssyncError(f"a {track.shape[1]}-frame track has no window at sync levels {list(self.syncers)}")
         return -torch.stack([s.mean() for s in scores.values()]).mean()
 
 
@@ -164,11 +170,12 @@ def validate(generator: Generator, sync: SyncLoss, clips: list[GanClip], s: GanS
         n = min(s.val_frames, len(clip.motion))
         truth = clip.motion[:n].to(device)
         mel = audio_rows(clip.mel, 0, n + generator.s.lookahead)[None].to(device)
-        fake = torch.cat([truth[None, :1], generator(truth[None, :1], mel, n)], dim=1)  # (1, n, D)
+        fake = torch.cat([truth[None, :1], generator(truth[None, :1], mel, n, s.rollout_pull)], dim=1)  # (1, n, D)
         sync_mel = audio_rows(clip.mel, 0, n + SYNC_AUDIO_PAD // AUDIO_PER_FRAME)[None].to(device)
         if len(sync.syncers):
             scores = sync.scores(fake, sync_mel, clip.feature_mean[None].to(device), clip.feature_std[None].to(device))
-            cos.append(float(torch.stack([v.mean() for v in scores.values()]).mean()))
+            if scores:
+                cos.append(float(torch.stack([v.mean() for v in scores.values()]).mean()))
         l2.append(float(((fake[0] - truth) ** 2).sum(-1).mean()))
         real_v, fake_v = pose_velocity_std(truth.cpu().numpy() * std), pose_velocity_std(fake[0].cpu().numpy() * std)
         ratios.append(fake_v / max(real_v, 1e-9))
@@ -207,7 +214,7 @@ def train_gan(train: Path, val: Path, space_path: Path, syncer_paths: dict[int, 
     opt_d = torch.optim.Adam([*seq_d.parameters(), *frame_d.parameters()], lr=settings.lr_d, betas=(0.0, 0.999))
 
     resume_path = out.with_suffix(".resume.pt")
-    resumable = {k: v for k, v in settings_dict.items() if k != "iterations"}
+    resumable = dataclasses.asdict(dataclasses.replace(settings, iterations=0))  # more iterations = same run
     key = fingerprint([train, val, space_path, *[syncer_paths[lvl] for lvl in settings.sync_levels]],
                       settings=resumable, seed=seed, kernel=kernel)
     iteration, train_rows, val_rows = 0, [], []
@@ -258,7 +265,7 @@ def train_gan(train: Path, val: Path, space_path: Path, syncer_paths: dict[int, 
 
         d_loss, g_loss, adv, sync_loss, sup, rec_loss = (float(v.detach()) for v in (d_loss, g_loss, adv, sync_loss, sup, rec_loss))
         train_rows.append({"iteration": iteration, "d_loss": round(float(d_loss), 5),
-                           "d_real": round(float(real_score[0].detach().mean()), 5), "d_fake": round(float(fake_score[0].mean()), 5),
+                           "d_real": round(float(real_score[0].detach().mean()), 5), "d_fake": round(float(fake_score[0].detach().mean()), 5),
                            "g_total": round(float(g_loss), 5), "g_adv": round(float(adv), 5),
                            "g_sync": round(float(sync_loss), 5), "g_sup": round(float(sup), 5),
                            "g_rec": round(float(rec_loss), 5), "seconds": round(time.perf_counter() - started, 2)})
@@ -272,7 +279,7 @@ def train_gan(train: Path, val: Path, space_path: Path, syncer_paths: dict[int, 
             write_tsv(val_tsv, VAL_COLUMNS, val_rows)
             save({"generator": generator.state_dict(), "model": dataclasses.asdict(settings.model),
                   "motion_dim": space.dim, "n_mels": n_mels, "groups": motion_groups(space),
-                  "features": feature_settings(train),
+                  "features": feature_settings(train), "rollout_pull": settings.rollout_pull,
                   "motion_mean": torch.as_tensor(mean), "motion_std": torch.as_tensor(std),
                   "iteration": iteration, "sync_levels": list(settings.sync_levels), "seed": seed}, out)
             save({"fingerprint": key, "generator": generator.state_dict(), "seq_d": seq_d.state_dict(),

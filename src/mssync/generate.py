@@ -43,6 +43,7 @@ class MotionGenerator:
     std: np.ndarray
     features: FeatureSettings  # how to turn a waveform into the log-mel the generator expects
     device: torch.device
+    pull: float = 0.0  # drift control of long roll-outs (gan.rollout_pull at training time)
 
     @classmethod
     def load(cls, model_path: str | Path, space_path: str | Path, device: str = "auto") -> "MotionGenerator":
@@ -54,7 +55,7 @@ class MotionGenerator:
         model.load_state_dict(blob["generator"])
         target = pick_device(device)
         return cls(model.to(target).eval(), space, blob["motion_mean"].numpy(), blob["motion_std"].numpy(),
-                   FeatureSettings(**blob["features"]), target)
+                   FeatureSettings(**blob["features"]), target, float(blob.get("rollout_pull", 0.0)))
 
     def mel_from_waveform(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
         return log_mel(samples, sample_rate, self.features)
@@ -72,7 +73,7 @@ class MotionGenerator:
         mel = np.concatenate([mel, np.repeat(mel[-1:], max(rows - len(mel), 0), axis=0)])[:rows]
         prefix = torch.as_tensor((start - self.mean) / self.std, dtype=torch.float32, device=self.device)[None, None]
         audio = torch.as_tensor(mel, dtype=torch.float32, device=self.device)[None]
-        rolled = self.model(prefix, audio, n)[0].cpu().numpy()
+        rolled = self.model(prefix, audio, n, self.pull)[0].cpu().numpy()
         motion = np.concatenate([prefix[0].cpu().numpy(), rolled]) * self.std + self.mean
         return motion.astype(np.float32)
 

@@ -166,10 +166,15 @@ class Generator(nn.Module):
         gated = gates[..., self.group_index] * leaves  # (B, 5, D)
         return self.fuse(gated.flatten(1))
 
-    def forward(self, prefix: torch.Tensor, mel: torch.Tensor, n_frames: int) -> torch.Tensor:
+    def forward(self, prefix: torch.Tensor, mel: torch.Tensor, n_frames: int, pull: float = 0.0) -> torch.Tensor:
         """Roll out n_frames frames. prefix (B, P, D): known frames 0..P-1 (teacher-forced);
         returns (B, n_frames - 1, D): the prediction of every frame 1..n_frames-1, where the
-        predictions of frames 1..P-1 are made from the true previous frame."""
+        predictions of frames 1..P-1 are made from the true previous frame.
+
+        `pull` > 0 draws every autoregressive step back towards frame 0 by that fraction of the
+        deviation (a time constant of 1 / pull frames). Long roll-outs otherwise drift like a random
+        walk out of the training range (the method's known failure on long sequences); training
+        windows use pull = 0."""
         audio = self.audio_streams(mel, n_frames)
         embeddings: list[torch.Tensor] = []
         predictions: list[torch.Tensor] = []
@@ -178,7 +183,7 @@ class Generator(nn.Module):
             embeddings.append(self.frame(current))
             context = torch.stack(embeddings[-self.s.context:], dim=1)
             delta = self.step(context, [a[:, t + 1] for a in audio])
-            predictions.append(current + delta)
+            predictions.append(current + delta - pull * (current - prefix[:, 0]))
         return torch.stack(predictions, dim=1)
 
 

@@ -196,7 +196,7 @@ def train_syncer(
         progress.update()
         with torch.no_grad():
             top1 = (torch.bmm(m, a.transpose(1, 2)).argmax(-1) == torch.arange(settings.group_size, device=device)).float().mean()
-        running["loss"].append(float(loss))
+        running["loss"].append(float(loss.detach()))
         running["top1"].append(float(top1))
         if step % settings.eval_every == 0 or step == settings.steps:  # log + checkpoint
             scores = validate(model, val_clips, settings, device)

@@ -41,12 +41,13 @@ rule gan_metrics:
         kernel=config["pyramid"]["kernel"],
     log:
         "logs/gan/metrics.log",
+    threads: 1
     resources:
         mem_mb=3000,
         runtime=20,
     shell:
         "mssync eval-gan --test {input.test} --space {input.space} --model {input.model}"
-        " --syncers {input.syncers} --kernel {params.kernel} --out {output} > {log} 2>&1"
+        " --syncers {input.syncers} --kernel {params.kernel} --threads {threads} --out {output} > {log} 2>&1"
 
 
 GAN_TARGETS = ["results/gan/metrics.json"]

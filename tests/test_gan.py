@@ -1,0 +1,314 @@
+"""GAN training, resuming, ablations, generation and evaluation on a tiny real dataset.
+
+Three real 5 s clips go through the real crop, features and dataset stages (one clip per split),
+a motion space is fitted, and two tiny loss syncers are trained; then tiny generators are trained
+on it for a few dozen iterations each. One thread throughout: the models are tiny, and one thread
+keeps OpenMP from spinning when other jobs share the cores.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import crop_sample, requires_clips, requires_ffmpeg, requires_model, run_ffmpeg
+from mssync.config import DatasetSettings, MotionSettings, validate_params
+from mssync.dataset import build_dataset
+from mssync.features import extract_features
+from mssync.gan import TRAIN_COLUMNS, VAL_COLUMNS, GanSettings, train_gan
+from mssync.gan_eval import evaluate_generator
+from mssync.generate import MotionGenerator
+from mssync.media import read_wav
+from mssync.motion import fit_motion_space
+from mssync.schema import list_column_to_numpy, read_metadata, read_table
+from mssync.syncer import SyncerSettings
+from mssync.syncer_train import train_syncer
+
+pytestmark = [pytest.mark.integration, requires_clips, requires_model, requires_ffmpeg]
+
+CLIPS = {"vox2-00015": "train", "vox2-00086": "val", "vox2-00373": "test"}  # 5 s cuts (125 frames)
+KERNEL = 7
+SYNCER_PRESET = {  # config/tiny/params.yaml's `tiny` syncer preset, shorter
+    "motion_embed": 16, "motion_widths": [16, 16, 16, 16], "audio_widths": [8, 16, 16, 16, 16],
+    "blocks": [1, 1, 1, 1], "embed_dim": 32, "dropout": 0.1, "lr": 1.0e-3, "weight_decay": 0.01,
+    "temperature": 0.1, "margin": {"start": 0.01, "growth": 1.5, "every": 5, "max": 0.2},
+    "group_size": 4, "groups_per_batch": 2, "steps": 10, "eval_every": 5, "noise": 0.1,
+}
+MODEL = {"frame_dim": 16, "audio_dim": 16, "hidden": 8, "branch_dim": 16, "head_depth": 1, "transformer_layers": 1,
+         "transformer_heads": 2, "context": 40, "lookahead": 2, "disc_dim": 16, "disc_hidden": 16,
+         "windows": [5, 10, 20, 40]}
+DEFAULT_WEIGHTS = {"adv": 1.0, "sync": 1.0, "sup": 0.01, "rec": 0.001}
+
+
+def gan_section(iterations: int, eval_every: int, sync_levels: list[int], weights: dict | None = None,
+                seed: int = 0) -> dict:
+    """A `gan:` section of params.yaml with a tiny preset (validated like the CLI does)."""
+    gan = {"preset": "tiny", "seed": seed, "device": "cpu", "sync_levels": sync_levels,
+           "loss_weights": dict(weights or DEFAULT_WEIGHTS), "observed_frames": 3, "generated_frames": 40, "rollout_pull": 0.02,
+           "presets": {"tiny": {"model": dict(MODEL), "batch": 4, "iterations": iterations, "lr_g": 1.0e-3,
+                                "lr_d": 1.0e-4, "eval_every": eval_every, "val_frames": 80}}}
+    validate_params({"gan": gan}, section_only=True)
+    return gan
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, sample_clip, crop_settings, landmarker_settings, feature_settings) -> dict:
+    """Real crop + features of 3 clips, train/val/test with one clip each, a motion space, 2 loss syncers."""
+    root = tmp_path_factory.mktemp("gan-data")
+    rows = ["id,url,speaker,start_s,end_s,split"]
+    for clip_id, split in CLIPS.items():
+        record, clips_dir = crop_sample(root, clip_id, sample_clip(clip_id), crop_settings, landmarker_settings,
+                                        trim={"start_s": 0, "end_s": 5})
+        assert record["status"] == "ok", record.get("reason")
+        extract_features(clips_dir / f"{clip_id}.json", root / "features" / f"{clip_id}.parquet", feature_settings,
+                         landmarker_settings)
+        rows.append(f"{clip_id},file:{clip_id}.mp4,{clip_id},0,5,{split}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    by_split = build_dataset(root / "manifest.csv", root / "raw", root / "clips", root / "features", root / "dataset",
+                             root / "rejected.csv", DatasetSettings(0, 0.12, 0.16, 0.9))
+    assert by_split == {split: [clip] for clip, split in CLIPS.items()}
+    split = {s: root / "dataset" / f"{s}.parquet" for s in ("train", "val", "test")}
+
+    space = root / "motion_space.npz"
+    fit_motion_space(split["train"], split["val"], split["test"], space, root / "motion_space.json",
+                     MotionSettings(expression_components=8, smooth_frames=3, max_gap_frames=12))
+    syncers = {}
+    for level in (0, 1):
+        syncers[level] = root / "syncers" / f"level{level}.pt"
+        train_syncer(split["train"], split["val"], space, syncers[level], root / "syncers" / f"level{level}.tsv",
+                     level, SyncerSettings.from_dict(SYNCER_PRESET), SYNCER_PRESET, KERNEL, seed=1, device_name="cpu")
+    return {"root": root, "split": split, "space": space, "syncers": syncers,
+            "features": root / "features" / "vox2-00373.parquet", "wav": root / "clips" / "vox2-00373.wav"}
+
+
+def train(data: dict, out_dir: Path, gan: dict, syncers: dict | None = None) -> dict:
+    """train_gan exactly as `mssync train-gan` calls it (settings_dict is the whole gan section)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    syncers = data["syncers"] if syncers is None else syncers
+    result = train_gan(data["split"]["train"], data["split"]["val"], data["space"],
+                       {level: syncers[level] for level in gan["sync_levels"]}, out_dir / "generator.pt",
+                       out_dir / "train.tsv", out_dir / "val.tsv", GanSettings.from_params(gan), gan, KERNEL,
+                       gan["seed"], gan["device"])
+    return result
+
+
+def read_rows(path: Path) -> list[dict]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def column(rows: list[dict], name: str) -> np.ndarray:
+    return np.array([float(r[name]) for r in rows])
+
+
+@pytest.fixture(scope="module")
+def overfit(data, tmp_path_factory) -> Path:
+    """60 iterations without the adversarial term (supervised + sync + reconstruction) on one train clip."""
+    out = tmp_path_factory.mktemp("gan-overfit")
+    gan = gan_section(60, 20, [0], {"adv": 0.0, "sync": 1.0, "sup": 0.01, "rec": 0.001})
+    assert train(data, out, gan)["iterations"] == 60
+    return out
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def test_supervised_loss_falls_on_a_tiny_overfit_run(overfit):
+    rows = read_rows(overfit / "train.tsv")
+    assert [int(r["iteration"]) for r in rows] == list(range(1, 61))
+    sup = column(rows, "g_sup")
+    first, last = sup[:10].mean(), sup[-10:].mean()
+    print(f"g_sup: first 10 iterations {first:.3f}, last 10 {last:.3f}")
+    assert last < 0.7 * first
+    assert (column(rows, "g_adv") != 0).any()  # still computed and logged, only weighted 0
+    val = read_rows(overfit / "val.tsv")
+    assert [int(r["iteration"]) for r in val] == [20, 40, 60]
+
+
+def test_default_weights_log_every_term_and_single_scale_sync_trains(data, tmp_path):
+    train(data, tmp_path, gan_section(20, 10, [0]))
+    rows = read_rows(tmp_path / "train.tsv")
+    assert list(rows[0]) == list(TRAIN_COLUMNS)
+    assert [int(r["iteration"]) for r in rows] == list(range(1, 21))
+    for row in rows:
+        for name in TRAIN_COLUMNS:
+            assert row[name] not in ("", None) and np.isfinite(float(row[name])), (row["iteration"], name)
+    assert (column(rows, "g_sync") < 0).all() and (column(rows, "g_sync") >= -1).all()  # minus a mean cosine
+    assert (column(rows, "g_adv") != 0).any() and (column(rows, "d_loss") > 0).all()
+    val = read_rows(tmp_path / "val.tsv")
+    assert list(val[0]) == list(VAL_COLUMNS) and [int(r["iteration"]) for r in val] == [10, 20]
+    for row in val:
+        assert all(np.isfinite(float(row[name])) for name in VAL_COLUMNS)
+    blob = torch.load(tmp_path / "generator.pt", weights_only=True)
+    assert blob["sync_levels"] == [0] and blob["iteration"] == 20
+
+
+def test_no_sync_loss_is_a_parameter_not_a_code_change(data, tmp_path):
+    """sync_levels [] trains the same code without syncers: the sync term is exactly 0 and no syncer is needed."""
+    train(data, tmp_path, gan_section(10, 10, []), syncers={})
+    rows = read_rows(tmp_path / "train.tsv")
+    assert len(rows) == 10 and (column(rows, "g_sync") == 0).all()
+    assert np.isfinite(column(rows, "g_total")).all()
+    val = read_rows(tmp_path / "val.tsv")
+    assert val[0]["val_sync_cos"].lower() == "nan" and np.isfinite(float(val[0]["val_l2"]))
+
+
+class Killed(Exception):
+    """Stands in for SIGKILL: raised out of the training loop part-way through."""
+
+
+def train_until_killed(data: dict, out_dir: Path, gan: dict, monkeypatch, at_validation: int) -> None:
+    """Run train_gan and kill it when it starts validation number `at_validation`, i.e. after the
+    previous validation's checkpoint was written (the loop validates, then checkpoints)."""
+    import mssync.gan
+
+    real, calls = mssync.gan.validate, []
+
+    def validate(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == at_validation:
+            raise Killed
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(mssync.gan, "validate", validate)
+        with pytest.raises(Killed):
+            train(data, out_dir, gan)
+
+
+def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_does(data, tmp_path, caplog, monkeypatch):
+    """Killed at iteration 15 (last checkpoint: 10), rerun: the same weights as 20 iterations in one go.
+    Data order and every random draw after the resume must be the ones the uninterrupted run makes."""
+    gan = gan_section(20, 5, [0])
+    train_until_killed(data, tmp_path / "a", gan, monkeypatch, at_validation=3)
+    assert torch.load(tmp_path / "a" / "generator.resume.pt", weights_only=True)["iteration"] == 10
+    with caplog.at_level(logging.INFO, logger="mssync"):
+        train(data, tmp_path / "a", copy.deepcopy(gan))
+    assert "resuming at iteration 10" in caplog.text
+    assert [int(r["iteration"]) for r in read_rows(tmp_path / "a" / "train.tsv")] == list(range(1, 21))
+    assert [int(r["iteration"]) for r in read_rows(tmp_path / "a" / "val.tsv")] == [5, 10, 15, 20]
+
+    train(data, tmp_path / "b", gan)
+    resumed = torch.load(tmp_path / "a" / "generator.pt", weights_only=True)
+    straight = torch.load(tmp_path / "b" / "generator.pt", weights_only=True)
+    assert resumed["iteration"] == straight["iteration"] == 20
+    for name, value in straight["generator"].items():
+        assert torch.allclose(resumed["generator"][name], value, atol=1e-5), name
+    a, b = read_rows(tmp_path / "a" / "train.tsv"), read_rows(tmp_path / "b" / "train.tsv")
+    for name in ("d_loss", "g_total", "g_sup", "g_sync"):  # the same batches in the same order, resume or not
+        assert np.allclose(column(a, name), column(b, name), atol=1e-4), name
+
+
+def test_more_iterations_continue_the_same_run(data, tmp_path, caplog):
+    """As for the syncers: raising `iterations` in params.yaml continues the run instead of restarting it."""
+    train(data, tmp_path, gan_section(5, 5, [0]))
+    with caplog.at_level(logging.INFO, logger="mssync"):
+        train(data, tmp_path, gan_section(10, 5, [0]))
+    assert "resuming at iteration 5" in caplog.text
+    assert [int(r["iteration"]) for r in read_rows(tmp_path / "train.tsv")] == list(range(1, 11))
+
+
+def test_changed_settings_start_over(data, tmp_path, caplog):
+    train(data, tmp_path, gan_section(5, 5, [0]))
+    with caplog.at_level(logging.INFO, logger="mssync"):
+        train(data, tmp_path, gan_section(5, 5, [0], {"adv": 0.5, "sync": 1.0, "sup": 0.01, "rec": 0.001}))
+    assert "resuming" not in caplog.text and "starting over" in caplog.text
+    assert [int(r["iteration"]) for r in read_rows(tmp_path / "train.tsv")] == list(range(1, 6))
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def first_landmarks(features: Path) -> np.ndarray:
+    table, _ = read_table(features, columns=["landmarks", "face_found"])
+    assert table["face_found"].to_numpy()[0]
+    return list_column_to_numpy(table["landmarks"].slice(0, 1))[0]
+
+
+def test_generate_api(data, overfit):
+    gen = MotionGenerator.load(overfit / "generator.pt", data["space"], device="cpu")
+    first = first_landmarks(data["features"])
+    samples, rate = read_wav(data["wav"])
+    mel = gen.mel_from_waveform(samples, rate)
+    motion = gen.generate(first, mel, 50)
+    assert motion.shape == (50, gen.space.dim) and np.isfinite(motion).all()
+    start = gen.space.encode(first[None], np.ones(1, bool), smooth=False)[0][0]
+    assert np.allclose(motion[0], start, atol=1e-4)  # frame 0 is the given face
+    assert np.abs(np.diff(motion, axis=0)).max() > 0  # and it moves
+    full = gen.generate(first, mel)
+    assert len(full) == len(mel) // 4
+    assert np.allclose(full[:50], motion, atol=1e-4)  # causal: more audio never rewrites earlier frames
+    assert np.allclose(gen.generate(start, mel, 50), motion, atol=1e-4)  # (D,) motion works as frame 0 too
+    landmarks = gen.space.decode(motion)
+    assert landmarks.shape == (50, 478, 3) and np.isfinite(landmarks).all()
+
+
+def cli(*args: str | Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return subprocess.run(["mssync", *map(str, args)], env=env, capture_output=True, text=True)
+
+
+def test_generate_cli_follows_the_audio_length(data, overfit, tmp_path):
+    wav = tmp_path / "long.wav"
+    run_ffmpeg("-stream_loop", "6", "-i", data["wav"], "-t", "30", "-vn", wav)
+    out = tmp_path / "generated.parquet"
+    proc = cli("generate", "--model", overfit / "generator.pt", "--space", data["space"], "--audio", wav,
+               "--reference", data["features"], "--device", "cpu", "-o", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table, meta = read_table(out)
+    assert abs(table.num_rows - 750) <= 1  # 30 s at 25 fps
+    motion, landmarks = list_column_to_numpy(table["motion"]), list_column_to_numpy(table["landmarks"])
+    assert motion.shape == (table.num_rows, 15) and landmarks.shape == (table.num_rows, 478, 3)
+    assert np.isfinite(motion).all() and np.isfinite(landmarks).all()
+    assert table["frame"].to_pylist() == list(range(table.num_rows)) and meta["fps"] == 25
+    assert read_metadata(out)["motion_dim"] == 15
+
+
+def test_generate_cli_rejects_landmarks_of_the_wrong_shape(data, overfit, tmp_path):
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((468, 3), np.float32))
+    proc = cli("generate", "--model", overfit / "generator.pt", "--space", data["space"], "--audio", data["wav"],
+               "--landmarks", bad, "--device", "cpu", "-o", tmp_path / "x.parquet")
+    assert proc.returncode != 0
+    assert "expected (478, 3) landmarks, got (468, 3)" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "x.parquet").exists()
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def test_evaluate_generator_reports_every_variant_per_level(data, overfit, tmp_path):
+    out = tmp_path / "metrics.json"
+    report = evaluate_generator(data["split"]["test"], data["space"], overfit / "generator.pt",
+                                [data["syncers"][0], data["syncers"][1]], out, KERNEL)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert report["clips"] == 1 and sorted(report["levels"]) == ["level0", "level1"]
+    for level in report["levels"].values():
+        for variant in ("generated", "static", "real"):
+            assert np.isfinite(level[variant]["lse_c"]) and level[variant]["lse_c"] >= 0
+        # A static head's motion windows all embed the same, so its distance curve is flat up to which
+        # audio windows each shift keeps at the clip's ends: LSE-C near 0 (exactly 0 only on paper).
+        assert level["static"]["lse_c"] < 0.01
+        assert isinstance(level["generated_beats_static"], bool)
+        assert "real_other_audio" not in level  # one test clip: no other clip's audio to pair with
+    pose = report["pose_velocity_std"]
+    assert pose["real"] > 0 and np.isfinite(pose["ratio"]) and pose["ratio"] == pytest.approx(pose["generated"] / pose["real"])
