@@ -169,3 +169,14 @@ def video_frame_times(path: Path) -> list[float]:
         capture_output=True, text=True, check=True,
     )
     return [float(f["pts_time"]) for f in json.loads(proc.stdout)["frames"]]
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Tiny models: one thread is fastest, and immune to OpenMP spinning when other jobs share the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

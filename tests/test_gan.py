@@ -34,7 +34,8 @@ from mssync.schema import list_column_to_numpy, read_metadata, read_table
 from mssync.syncer import SyncerSettings
 from mssync.syncer_train import train_syncer
 
-pytestmark = [pytest.mark.integration, requires_clips, requires_model, requires_ffmpeg]
+pytestmark = [pytest.mark.integration, requires_clips, requires_model, requires_ffmpeg,
+              pytest.mark.usefixtures("torch_one_thread")]
 
 CLIPS = {"vox2-00015": "train", "vox2-00086": "val", "vox2-00373": "test"}  # 5 s cuts (125 frames)
 KERNEL = 7
@@ -59,14 +60,6 @@ def gan_section(iterations: int, eval_every: int, sync_levels: list[int], weight
                                 "lr_d": 1.0e-4, "eval_every": eval_every, "val_frames": 80}}}
     validate_params({"gan": gan}, section_only=True)
     return gan
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

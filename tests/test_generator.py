@@ -21,14 +21,7 @@ D = 15
 GROUPS = [0, 0, 0, 1, 1, 1, 2] + [3] * 8
 N_MELS = 8
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is fastest, and immune to OpenMP spinning when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def tiny_generator(seed: int = 0) -> Generator:
