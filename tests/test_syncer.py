@@ -94,3 +94,22 @@ def test_evaluation_groups_cover_every_window_once_without_overlap():
     assert sorted(np.concatenate(groups).tolist()) == list(range(60))
     for g in groups:
         assert 2 <= len(g) <= 12 and all(b - a == 5 for a, b in zip(g, g[1:]))
+
+
+def test_phase_shifted_copies_never_give_overlapping_negatives():
+    """Coarse levels train on every pyramid phase of a clip; two phases of one clip are the same
+    speech, so their windows may only be negatives of each other where they do not overlap in time."""
+    rng = np.random.default_rng(1)
+    scale = 8  # level 3: 8 video frames per sample; a window spans 40 frames
+    phases = [LevelClip(f"a@{p}", torch.zeros(12, 3), torch.zeros(68, 2), np.arange(6), source="a", phase=p, scale=scale)
+              for p in range(scale)]
+    other = [LevelClip(f"b{i}", torch.zeros(12, 3), torch.zeros(68, 2), np.arange(6), scale=scale) for i in range(6)]
+    clips = phases + other
+    for _ in range(30):
+        group = sample_group(clips, 6, rng)
+        picked = [(clips[c], s) for c, s in group]
+        for i, (ci, si) in enumerate(picked):
+            for cj, sj in picked[i + 1:]:
+                if ci.source == cj.source:
+                    assert abs(ci.frame_of(si) - cj.frame_of(sj)) >= 5 * scale
+    assert LevelClip("x", torch.zeros(1, 1), torch.zeros(1, 1), np.arange(1)).source == "x"

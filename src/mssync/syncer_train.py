@@ -39,6 +39,16 @@ class LevelClip:
     motion: torch.Tensor  # (T_l, F) standardised syncer features
     audio: torch.Tensor  # (T_la, n_mels) standardised log-mel
     starts: np.ndarray  # usable window starts, in level-l motion samples
+    source: str = ""  # the clip it comes from (phase-shifted copies share it)
+    phase: int = 0  # first video frame of the pyramid (see prepare_level)
+    scale: int = 1  # video frames per level-l sample (2**level)
+
+    def __post_init__(self) -> None:
+        self.source = self.source or self.clip_id
+
+    def frame_of(self, start: int) -> int:
+        """Video frame where a level-l window starts, to compare windows across phases."""
+        return self.phase + start * self.scale
 
     def grid(self, offset: int) -> np.ndarray:
         """Non-overlapping window starts on the grid offset, offset + 5, ..."""
@@ -73,11 +83,22 @@ def level_clip(clip_id: str, features: np.ndarray, mel: np.ndarray, valid: np.nd
     return LevelClip(clip_id, torch.from_numpy(motion_l), torch.from_numpy(audio_l), starts)
 
 
-def prepare_level(split: Path, space: MotionSpace, level: int, kernel: int) -> list[LevelClip]:
-    """Every clip of a split at `level`, with the starts of its fully valid windows."""
-    clips = [level_clip(clip_id, space.syncer_features(clip.motion), clip.mel, clip.valid, level, kernel)
-             for clip_id, clip in sorted(load_split(split, space).items())]
-    return [c for c in clips if c is not None]
+def prepare_level(split: Path, space: MotionSpace, level: int, kernel: int, phases: bool = False) -> list[LevelClip]:
+    """Every clip of a split at `level`, with the starts of its fully valid windows.
+
+    `phases` (training only): each stride-2 step keeps every second sample, so starting the pyramid
+    at frame 0, 1, ..., 2**level - 1 gives 2**level different coarse sequences of the same clip.
+    The coarse levels, starved of windows on small corpora, see all of them."""
+    clips = []
+    for clip_id, clip in sorted(load_split(split, space).items()):
+        features = space.syncer_features(clip.motion)
+        for phase in range(2**level if phases else 1):
+            lc = level_clip(f"{clip_id}@{phase}" if phases else clip_id, features[phase:],
+                            clip.mel[AUDIO_PER_MOTION * phase:], clip.valid[phase:], level, kernel)
+            if lc is not None:
+                lc.source, lc.phase, lc.scale = clip_id, phase, 2**level
+                clips.append(lc)
+    return clips
 
 
 def sample_group(clips: list[LevelClip], size: int, rng: np.random.Generator) -> list[tuple[int, int]]:
@@ -88,10 +109,12 @@ def sample_group(clips: list[LevelClip], size: int, rng: np.random.Generator) ->
     if len(same) >= size:  # same speaker, other moments: the hard negatives
         return [(c, int(s)) for s in rng.choice(same, size, replace=False)]
     picked: list[tuple[int, int]] = []
-    for _ in range(50 * size):  # different clips (repeats only at non-overlapping starts)
+    span = MOTION_WINDOW * clips[0].scale  # a window's length in video frames
+    for _ in range(50 * size):  # different clips (repeats only where windows do not overlap in time)
         c = int(rng.choice(len(clips), p=weights / weights.sum()))
         s = int(rng.choice(clips[c].starts))
-        if all(pc != c or abs(ps - s) >= MOTION_WINDOW for pc, ps in picked):
+        if all(clips[pc].source != clips[c].source or abs(clips[pc].frame_of(ps) - clips[c].frame_of(s)) >= span
+               for pc, ps in picked):
             picked.append((c, s))
             if len(picked) == size:
                 return picked
@@ -152,7 +175,8 @@ def train_syncer(
     """Train (or resume) the level's syncer; `out` holds the best model on the val split."""
     device = pick_device(device_name)
     space = MotionSpace.load(space_path)
-    train_clips, val_clips = prepare_level(train, space, level, kernel), prepare_level(val, space, level, kernel)
+    train_clips = prepare_level(train, space, level, kernel, phases=True)
+    val_clips = prepare_level(val, space, level, kernel)
     if not train_clips or not val_clips:
         raise MssyncError(f"level {level}: no usable windows in the train or val split")
     n_features, n_mels = train_clips[0].motion.shape[1], train_clips[0].audio.shape[1]
