@@ -12,7 +12,7 @@ import pytest
 from mssync.errors import MssyncError, SchemaVersionError
 from mssync.schema import (
     SCHEMA_VERSION,
-    _nested_list,
+    nested_list,
     decode_metadata,
     encode_metadata,
     features_table,
@@ -80,7 +80,7 @@ def test_known_schema_version_is_read(tmp_path):
 @pytest.mark.parametrize("shape", [(7, 3), (7, 478, 3), (7, 4, 4), (7, 4, 26), (7, 2, 3, 5), (0, 4, 26)])
 def test_list_column_to_numpy_round_trips_nested_fixed_size_lists(shape):
     values = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape) / 7
-    array = _nested_list(values)
+    array = nested_list(values)
     assert len(array) == shape[0]
     inner = array.type
     for dim in shape[1:]:
@@ -94,12 +94,12 @@ def test_list_column_to_numpy_round_trips_nested_fixed_size_lists(shape):
 
 def test_list_column_to_numpy_on_chunked_and_sliced_columns(tmp_path):
     values = np.random.default_rng(1).random((10, 4, 3), dtype=np.float32)
-    chunked = pa.chunked_array([_nested_list(values[:4]), _nested_list(values[4:])])
+    chunked = pa.chunked_array([nested_list(values[:4]), nested_list(values[4:])])
     np.testing.assert_array_equal(list_column_to_numpy(chunked), values)
-    np.testing.assert_array_equal(list_column_to_numpy(_nested_list(values).slice(3, 5)), values[3:8])
+    np.testing.assert_array_equal(list_column_to_numpy(nested_list(values).slice(3, 5)), values[3:8])
     # and through a Parquet file written in several row groups
     path = tmp_path / "groups.parquet"
-    pq.write_table(pa.table({"x": _nested_list(values)}), path, row_group_size=3)
+    pq.write_table(pa.table({"x": nested_list(values)}), path, row_group_size=3)
     np.testing.assert_array_equal(list_column_to_numpy(pq.read_table(path).column("x")), values)
 
 

@@ -26,7 +26,7 @@ from .config import FeatureSettings
 from .errors import MssyncError
 from .generator import AUDIO_PER_FRAME, Generator, GeneratorSettings
 from .motion import MotionSpace
-from .schema import _nested_list, encode_metadata, write_table
+from .schema import nested_list, encode_metadata, write_table
 from .syncer import pick_device
 from .syncer_train import STD_FLOOR
 
@@ -84,8 +84,8 @@ def motion_table(clip_id: str, motion: np.ndarray, landmarks: np.ndarray, fps: i
         "clip_id": pa.array([clip_id] * len(motion), pa.string()),
         "frame": pa.array(frames),
         "time_s": pa.array(frames / fps, pa.float64()),
-        "motion": _nested_list(motion),
-        "landmarks": _nested_list(landmarks),
+        "motion": nested_list(motion),
+        "landmarks": nested_list(landmarks),
     })
     return table.replace_schema_metadata(encode_metadata({"mssync_version": __version__, "fps": fps, **metadata}))
 

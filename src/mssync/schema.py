@@ -43,7 +43,7 @@ def owned_audio_frames(t: int, k: int) -> slice:
     return slice(k * t, k * t + k)
 
 
-def _nested_list(values: np.ndarray) -> pa.Array:
+def nested_list(values: np.ndarray) -> pa.Array:
     """(N, a, b, ...) float32 -> nested fixed-size list array of N rows."""
     values = np.ascontiguousarray(values, dtype=np.float32)
     array: pa.Array = pa.array(values.reshape(-1))
@@ -53,7 +53,7 @@ def _nested_list(values: np.ndarray) -> pa.Array:
 
 
 def list_column_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Inverse of _nested_list: a nested fixed-size list column -> (N, a, b, ...) float32."""
+    """Inverse of nested_list: a nested fixed-size list column -> (N, a, b, ...) float32."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     shape = [len(array)]
     while pa.types.is_fixed_size_list(array.type):
@@ -82,10 +82,10 @@ def features_table(
         "frame": pa.array(frames),
         "time_s": pa.array(frames / fps, pa.float64()),
         "face_found": pa.array(face_found.astype(bool)),
-        "landmarks": _nested_list(landmarks),
-        "pose": _nested_list(pose),
-        "blendshapes": _nested_list(blendshapes),
-        "mel": _nested_list(mel),
+        "landmarks": nested_list(landmarks),
+        "pose": nested_list(pose),
+        "blendshapes": nested_list(blendshapes),
+        "mel": nested_list(mel),
     })
     return table.replace_schema_metadata(encode_metadata(metadata))
 
