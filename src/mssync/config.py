@@ -30,7 +30,7 @@ def validate_params(params: dict[str, Any], schema: Path = PARAMS_SCHEMA, sectio
     if section_only:
         for section, values in params.items():
             _validate_section(section, values)
-        check_syncer_preset(params)
+        check_chosen_presets(params)
         return
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
@@ -39,7 +39,7 @@ def validate_params(params: dict[str, Any], schema: Path = PARAMS_SCHEMA, sectio
         validate(params, str(schema), set_default=False)
     except WorkflowError as exc:
         raise ConfigError(_explain_validation_error(exc)) from None
-    check_syncer_preset(params)
+    check_chosen_presets(params)
 
 
 def _explain_validation_error(exc: Exception) -> str:
@@ -201,8 +201,8 @@ def validate_preset(values: dict[str, Any]) -> None:
         raise ConfigError(f"syncer preset: invalid value at '{key}': {error.message}")
 
 
-def check_syncer_preset(params: dict[str, Any]) -> None:
-    """The chosen preset must be one of the listed ones (the schema cannot say that)."""
+def check_chosen_presets(params: dict[str, Any]) -> None:
+    """syncers.preset and gan.preset must name listed presets (the schema cannot say that)."""
     for section in ("syncers", "gan"):
         chosen = params.get(section)  # absent when a rule validates only its own section
         if chosen and chosen["preset"] not in chosen["presets"]:
