@@ -115,6 +115,42 @@ def crop_sample(
     return on_disk, out_dir
 
 
+# --------------------------------------------------------------------------- a tiny real dataset
+
+TINY_DATASET_CLIPS = {"vox2-00015": "train", "vox2-00086": "val", "vox2-00373": "test"}  # 5 s cuts (125 frames)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory, sample_clip, crop_settings, landmarker_settings, feature_settings) -> dict:
+    """Three real 5 s clips through the real crop, features and dataset stages (one clip per split),
+    and a motion space fitted on the train clip: what GAN and rendering tests build on."""
+    from mssync.config import DatasetSettings, MotionSettings
+    from mssync.dataset import build_dataset
+    from mssync.features import extract_features
+    from mssync.motion import fit_motion_space
+
+    root = tmp_path_factory.mktemp("tiny-dataset")
+    rows = ["id,url,speaker,start_s,end_s,split"]
+    for clip_id, split in TINY_DATASET_CLIPS.items():
+        record, clips_dir = crop_sample(root, clip_id, sample_clip(clip_id), crop_settings, landmarker_settings,
+                                        trim={"start_s": 0, "end_s": 5})
+        assert record["status"] == "ok", record.get("reason")
+        extract_features(clips_dir / f"{clip_id}.json", root / "features" / f"{clip_id}.parquet", feature_settings,
+                         landmarker_settings)
+        rows.append(f"{clip_id},file:{clip_id}.mp4,{clip_id},0,5,{split}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    by_split = build_dataset(root / "manifest.csv", root / "raw", root / "clips", root / "features", root / "dataset",
+                             root / "rejected.csv", DatasetSettings(0, 0.12, 0.16, 0.9))
+    assert by_split == {split: [clip] for clip, split in TINY_DATASET_CLIPS.items()}
+    split = {s: root / "dataset" / f"{s}.parquet" for s in ("train", "val", "test")}
+    space = root / "motion_space.npz"
+    fit_motion_space(split["train"], split["val"], split["test"], space, root / "motion_space.json",
+                     MotionSettings(expression_components=8, smooth_frames=3, max_gap_frames=12))
+    test_clip = next(c for c, s in TINY_DATASET_CLIPS.items() if s == "test")
+    return {"root": root, "split": split, "space": space, "clips_dir": root / "clips",
+            "features": root / "features" / f"{test_clip}.parquet", "wav": root / "clips" / f"{test_clip}.wav"}
+
+
 # --------------------------------------------------------------------------- ffmpeg
 
 

@@ -21,15 +21,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import crop_sample, requires_clips, requires_ffmpeg, requires_model, run_ffmpeg
-from mssync.config import DatasetSettings, MotionSettings, validate_params
-from mssync.dataset import build_dataset
-from mssync.features import extract_features
+from conftest import requires_clips, requires_ffmpeg, requires_model, run_ffmpeg
+from mssync.config import validate_params
 from mssync.gan import TRAIN_COLUMNS, VAL_COLUMNS, GanSettings, train_gan
 from mssync.gan_eval import evaluate_generator
 from mssync.generate import MotionGenerator
 from mssync.media import read_wav
-from mssync.motion import fit_motion_space
 from mssync.schema import list_column_to_numpy, read_metadata, read_table
 from mssync.syncer import SyncerSettings
 from mssync.syncer_train import train_syncer
@@ -37,7 +34,6 @@ from mssync.syncer_train import train_syncer
 pytestmark = [pytest.mark.integration, requires_clips, requires_model, requires_ffmpeg,
               pytest.mark.usefixtures("torch_one_thread")]
 
-CLIPS = {"vox2-00015": "train", "vox2-00086": "val", "vox2-00373": "test"}  # 5 s cuts (125 frames)
 KERNEL = 7
 SYNCER_PRESET = {  # config/tiny/params.yaml's `tiny` syncer preset, shorter
     "motion_embed": 16, "motion_widths": [16, 16, 16, 16], "audio_widths": [8, 16, 16, 16, 16],
@@ -63,33 +59,16 @@ def gan_section(iterations: int, eval_every: int, sync_levels: list[int], weight
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, sample_clip, crop_settings, landmarker_settings, feature_settings) -> dict:
-    """Real crop + features of 3 clips, train/val/test with one clip each, a motion space, 2 loss syncers."""
-    root = tmp_path_factory.mktemp("gan-data")
-    rows = ["id,url,speaker,start_s,end_s,split"]
-    for clip_id, split in CLIPS.items():
-        record, clips_dir = crop_sample(root, clip_id, sample_clip(clip_id), crop_settings, landmarker_settings,
-                                        trim={"start_s": 0, "end_s": 5})
-        assert record["status"] == "ok", record.get("reason")
-        extract_features(clips_dir / f"{clip_id}.json", root / "features" / f"{clip_id}.parquet", feature_settings,
-                         landmarker_settings)
-        rows.append(f"{clip_id},file:{clip_id}.mp4,{clip_id},0,5,{split}")
-    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
-    by_split = build_dataset(root / "manifest.csv", root / "raw", root / "clips", root / "features", root / "dataset",
-                             root / "rejected.csv", DatasetSettings(0, 0.12, 0.16, 0.9))
-    assert by_split == {split: [clip] for clip, split in CLIPS.items()}
-    split = {s: root / "dataset" / f"{s}.parquet" for s in ("train", "val", "test")}
-
-    space = root / "motion_space.npz"
-    fit_motion_space(split["train"], split["val"], split["test"], space, root / "motion_space.json",
-                     MotionSettings(expression_components=8, smooth_frames=3, max_gap_frames=12))
+def data(tiny_dataset) -> dict:
+    """The shared tiny dataset (conftest) plus two tiny loss syncers trained on it."""
+    split, space = tiny_dataset["split"], tiny_dataset["space"]
     syncers = {}
     for level in (0, 1):
-        syncers[level] = root / "syncers" / f"level{level}.pt"
-        train_syncer(split["train"], split["val"], space, syncers[level], root / "syncers" / f"level{level}.tsv",
-                     level, SyncerSettings.from_dict(SYNCER_PRESET), SYNCER_PRESET, KERNEL, seed=1, device_name="cpu")
-    return {"root": root, "split": split, "space": space, "syncers": syncers,
-            "features": root / "features" / "vox2-00373.parquet", "wav": root / "clips" / "vox2-00373.wav"}
+        syncers[level] = tiny_dataset["root"] / "syncers" / f"level{level}.pt"
+        train_syncer(split["train"], split["val"], space, syncers[level],
+                     tiny_dataset["root"] / "syncers" / f"level{level}.tsv", level,
+                     SyncerSettings.from_dict(SYNCER_PRESET), SYNCER_PRESET, KERNEL, seed=1, device_name="cpu")
+    return {**tiny_dataset, "syncers": syncers}
 
 
 def train(data: dict, out_dir: Path, gan: dict, syncers: dict | None = None) -> dict:

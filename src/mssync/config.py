@@ -138,6 +138,27 @@ class PyramidSettings:
     levels: list[int]
 
 
+@dataclasses.dataclass(frozen=True)
+class RenderSettings:
+    size: int
+    border_points: int
+    mouth_fill: bool
+    mouth_open_px: float
+    mouth_ramp_px: float
+    teeth_fraction: float
+    landmark_view: bool
+    still: bool
+    head_scale: float
+    expression_scale: float
+    seed: int
+    min_audio_s: float
+    crf: int
+    encoder_preset: str
+    audio_bitrate: str
+    sheet_frames: int
+    fidelity_stride: int
+
+
 S = TypeVar("S")
 
 SECTIONS: dict[str, type] = {
@@ -149,6 +170,7 @@ SECTIONS: dict[str, type] = {
     "preview": PreviewSettings,
     "motion": MotionSettings,
     "pyramid": PyramidSettings,
+    "render": RenderSettings,
 }
 
 

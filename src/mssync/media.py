@@ -7,6 +7,7 @@ which is turned into a one-line MediaError naming the file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from fractions import Fraction
@@ -159,7 +160,8 @@ def iter_frames(
         stderr = proc.stderr.read().decode("utf-8", "replace").strip()
         proc.stderr.close()
         code = proc.wait()
-        if code not in (0, -13) and not (code == 255 and not stderr):  # -13/255: we stopped reading early
+        stopped_early = code in (-13, 255) or "Broken pipe" in stderr  # we closed the pipe before the end
+        if code != 0 and not (stopped_early and (code != 255 or not stderr)):
             log.warning("%s: ffmpeg decode exited %s: %s", path, code, stderr.splitlines()[-1:] or "")
 
 
@@ -261,3 +263,63 @@ def decode_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     if not samples.size:
         raise MediaError(f"{path}: no audio samples")
     return samples
+
+
+class VideoWriter:
+    """Stream RGB frames into an H.264 + AAC mp4 that browsers and ordinary players open.
+
+    Frames go to ffmpeg's stdin as they are rendered, so a long video never sits in memory. The
+    audio is taken from `audio` (any file ffmpeg reads) on the video's timeline (`first_pts=0`,
+    as in extract_audio). Use `open_video_writer`, which writes to a temporary file and renames it
+    into place only when ffmpeg finished cleanly."""
+
+    def __init__(self, proc, dst: Path, size: tuple[int, int]):
+        self._proc, self._dst, self._size, self.frames = proc, dst, size, 0
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.shape != (self._size[1], self._size[0], 3) or frame.dtype != np.uint8:
+            raise ValueError(f"frame {frame.shape} {frame.dtype} does not match the video's {self._size} uint8 RGB")
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+        except BrokenPipeError:
+            raise MediaError(f"{self._dst}: ffmpeg stopped accepting frames ({self._stderr()})") from None
+        self.frames += 1
+
+    def _stderr(self) -> str:
+        text = self._proc.stderr.read().decode("utf-8", "replace").strip() if self._proc.stderr else ""
+        return text.splitlines()[-1] if text else "no message"
+
+    def close(self) -> None:
+        self._proc.stdin.close()
+        message = self._stderr()
+        if self._proc.wait() != 0:
+            raise MediaError(f"{self._dst}: ffmpeg encode failed ({message})")
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self._proc.stdin.close()
+        self._proc.kill()
+        self._proc.wait()
+
+
+@contextlib.contextmanager
+def open_video_writer(dst: str | Path, size: tuple[int, int], fps: int, audio: str | Path, *, crf: int,
+                      preset: str, audio_bitrate: str) -> Iterator[VideoWriter]:
+    """A VideoWriter on a temporary file beside `dst`; `dst` appears only if everything succeeded."""
+    from .atomic import atomic_path
+
+    width, height = size
+    with atomic_path(dst) as tmp:
+        video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=fps)
+        sound = ffmpeg.input(str(audio)).audio.filter("aresample", **{"async": 1, "first_pts": 0})
+        out = ffmpeg.output(video, sound, str(tmp), vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset=preset,
+                            acodec="aac", audio_bitrate=audio_bitrate, movflags="+faststart", format="mp4")
+        proc = out.global_args("-nostdin", "-loglevel", "error").overwrite_output().run_async(
+            pipe_stdin=True, pipe_stderr=True)
+        writer = VideoWriter(proc, Path(dst), size)
+        try:
+            yield writer
+        except BaseException:
+            writer.kill()
+            raise
+        writer.close()

@@ -358,7 +358,7 @@ class ClipMotion:
     speaker: str | None = None
 
 
-def _read_clips(path: Path, columns: list[str]) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
+def read_clips(path: Path, columns: list[str]) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
     """clip_id -> {column: array in frame order}, in order of first appearance; and the file metadata."""
     table, meta = read_table(path, columns=["clip_id", "frame", *columns])
     ids = np.asarray(table.column("clip_id").to_pylist())
@@ -388,7 +388,7 @@ def _speakers(path: Path, meta: dict[str, Any]) -> dict[str, str]:
 
 def load_split(path: Path, space: MotionSpace) -> dict[str, ClipMotion]:
     """Encode every clip of a split file (gap fill and smoothing included)."""
-    clips, meta = _read_clips(Path(path), ["face_found", "landmarks", "mel"])
+    clips, meta = read_clips(Path(path), ["face_found", "landmarks", "mel"])
     speakers = _speakers(Path(path), meta)
     out = {}
     for clip_id, cols in clips.items():
@@ -423,7 +423,7 @@ def reconstruction_errors(space: MotionSpace, landmarks: np.ndarray, crop_size: 
 
 
 def _face_landmarks(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
-    clips, _ = _read_clips(Path(path), ["face_found", "landmarks"])
+    clips, _ = read_clips(Path(path), ["face_found", "landmarks"])
     return [(c["landmarks"], c["face_found"]) for c in clips.values()]
 
 
