@@ -17,9 +17,11 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/syncers.smk"
 include: "workflow/rules/gan.smk"
+include: "workflow/rules/render.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:
     default_target: True
     input:
-        ALL_TARGETS + SYNCER_TARGETS + GAN_TARGETS,
+        ALL_TARGETS + SYNCER_TARGETS + GAN_TARGETS + RENDER_TARGETS + EVALUATE_TARGETS,

@@ -3,6 +3,7 @@ unobtainable), in a throw-away copy of the project so the developer's data/ is u
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -129,6 +130,69 @@ def test_dvc_repro_trains_and_evaluates_the_generator(repro):
     for level in metrics["levels"].values():
         assert set(level) >= {"generated", "static", "real"} and level["static"]["lse_c"] >= 0
     assert "ratio" in metrics["pose_velocity_std"]
+
+
+def test_dvc_repro_renders_every_test_clip(repro):
+    root, proc = repro
+    assert "Running stage 'render'" in proc.stdout
+    with (root / "data/dataset/splits.csv").open() as fh:
+        test_clips = sorted(row["clip_id"] for row in csv.DictReader(fh) if row["split"] == "test")
+    assert test_clips
+    made = sorted(p.name for p in (root / "results/videos").iterdir() if not p.name.startswith("."))  # not Snakemake's stamp
+    assert made == sorted(
+        f"{clip}{ext}" for clip in test_clips for ext in (".mp4", ".png"))
+    metrics = json.loads((root / "results/render/metrics.json").read_text())
+    assert sorted(metrics["clips"]) == test_clips
+    assert all(c["identity_psnr_db"] >= 40 and c["fidelity_frames"] > 0 for c in metrics["clips"].values())
+    assert "results/render/metrics.json" in json.dumps(json.loads(run(["dvc", "metrics", "show", "--json"], root).stdout))
+
+
+ABLATIONS = {"single_scale": [0], "no_sync": []}  # config/tiny/params.yaml evaluation.ablations
+VARIANTS = {"ms_sync", *ABLATIONS, "ground_truth", "static"}  # other_audio needs 2 test clips; tiny has 1
+
+
+def test_dvc_repro_trains_ablations_evaluates_and_reports(repro):
+    root, proc = repro
+    assert "Running stage 'ablations'" in proc.stdout and "Running stage 'evaluate'" in proc.stdout
+    for name, levels in ABLATIONS.items():
+        blob = torch.load(root / f"models/ablations/{name}/generator.pt", weights_only=True)
+        assert blob["sync_levels"] == levels and blob["iteration"] == 10
+        assert (root / f"results/gan/ablations/{name}/train.tsv").read_text().count("\n") == 11
+    metrics = json.loads((root / "results/metrics.json").read_text())
+    assert sorted(metrics["sync"]) == ["level0", "level1", "level2", "level3"]
+    for level in metrics["sync"].values():
+        assert set(level) >= VARIANTS and all(v["lse_c"] >= 0 for v in level.values())
+    assert metrics["dynamics"]["static"]["rotation_velocity_mean"] == 0  # the static head does not move
+    assert metrics["dynamics"]["ground_truth"]["frechet_to_real"] == pytest.approx(0, abs=1e-9)
+    assert set(metrics["lips"]) >= VARIANTS
+    for name in ("sync", "dynamics", "lips"):
+        assert (root / f"results/evaluation/{name}.tsv").read_text().startswith(("level\tvariant", "variant\t"))
+    for png in ("sync_levels", "pose_velocity", "mouth_audio_xcorr", "training_gan", "training_syncers"):
+        assert (root / f"results/plots/{png}.png").read_bytes()[:4] == b"\x89PNG"
+    page = (root / "results/report.html").read_text()
+    assert "data:image/png;base64," in page and not re.search(r"(src|href)=\"https?://", page)
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], root).stdout)
+    assert "results/metrics.json" in json.dumps(shown) and "lse_c" in json.dumps(shown)
+    run(["dvc", "metrics", "diff"], root)  # against HEAD (which has none yet): works, lists them as new
+
+
+def test_exp_run_on_gan_sync_levels_retrains_the_generator_not_the_ablations(repro):
+    """`dvc exp run -S 'gan.sync_levels=[0]'`: the gan and evaluate stages rerun; ablations and upstream do not."""
+    root, _ = repro
+    run(["git", "config", "user.email", "t@t"], root)
+    run(["git", "config", "user.name", "t"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-q", "-m", "tiny pipeline"], root)
+    ablation = root / "models/ablations/single_scale/generator.pt"
+    before = ablation.stat().st_mtime_ns, (root / "models/generator.pt").stat().st_mtime_ns
+    proc = run(["dvc", "exp", "run", "-S", "gan.sync_levels=[0]"], root)
+    for stage in ("data", "features", "syncers", "ablations"):
+        assert f"Stage '{stage}' didn't change, skipping" in proc.stdout, stage
+    assert "Running stage 'gan'" in proc.stdout and "Running stage 'evaluate'" in proc.stdout
+    assert ablation.stat().st_mtime_ns == before[0] and (root / "models/generator.pt").stat().st_mtime_ns != before[1]
+    assert torch.load(root / "models/generator.pt", weights_only=True)["sync_levels"] == [0]
+    details = json.loads((root / "results/evaluation/details.json").read_text())
+    assert details["sync_levels"]["ms_sync"] == [0]
 
 
 def test_killed_syncer_training_resumes(repro, tmp_path):

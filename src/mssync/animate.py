@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import logging
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -75,13 +76,12 @@ def load_portrait(path: Path, size: int, landmarker: LandmarkerSettings, crop: C
     image = read_image(path)
     with open_landmarker(landmarker, video=False, num_faces=crop.max_faces) as detector:
         faces = detect_faces(detector, image)
-    if not faces:
-        raise MssyncError(f"{path}: no face found (a frontal, well-lit face works best)")
-    if len(faces) > 1:
-        log.warning("%s: %d faces found; animating the largest", path, len(faces))
-    cropped = crop_face(image, faces, size, crop)
-    with open_landmarker(landmarker, video=False, num_faces=1) as detector:
-        crop_faces = detect_faces(detector, cropped)
+        if not faces:
+            raise MssyncError(f"{path}: no face found (a frontal, well-lit face works best)")
+        if len(faces) > 1:
+            log.warning("%s: %d faces found; animating the largest", path, len(faces))
+        cropped = crop_face(image, faces, size, crop)
+        crop_faces = detect_faces(detector, cropped)  # largest first: the animated face
     if not crop_faces:
         raise MssyncError(f"{path}: the face was found in the image but not in its {size}x{size} crop")
     return Portrait(cropped, crop_faces[0].landmarks, len(faces))
@@ -132,8 +132,10 @@ def animate(image: Path, audio: Path, out: Path, generator: MotionGenerator, set
             landmarker: LandmarkerSettings, crop: CropSettings) -> dict:
     check_writable(out)
     samples = load_speech(audio, settings.min_audio_s, crop.min_audio_rms_db)
-    portrait = load_portrait(image, settings.size, landmarker, crop)
-    landmarks = drive(generator, portrait.landmarks, samples, SAMPLE_RATE, settings)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # audio features while MediaPipe finds the face
+        mel = pool.submit(generator.mel_from_waveform, samples, SAMPLE_RATE)
+        portrait = load_portrait(image, settings.size, landmarker, crop)
+        landmarks = drive(generator, portrait.landmarks, mel.result(), settings)
     width = settings.size * (2 if settings.landmark_view else 1)
     frames = write_video(out, audio, animated_frames(portrait, landmarks, settings), len(landmarks),
                          (width, settings.size), settings, out.name)

@@ -157,6 +157,31 @@ def cmd_eval_gan(args: argparse.Namespace) -> None:
                        Path(args.out), args.kernel)
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import torch
+
+    from .evaluate import EvaluationSettings, evaluate
+
+    torch.set_num_threads(args.threads)
+    evaluate(Path(args.test), Path(args.space), Path(args.model), [Path(p) for p in args.ablations],
+             [Path(p) for p in args.syncers], EvaluationSettings.from_json(args.evaluation_settings), args.kernel,
+             args.crop_size, Path(args.out), Path(args.details), Path(args.tables_dir), Path(args.plots_dir))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .report import build_report
+
+    curves = [Path(p) for p in args.gan_curves]
+    if len(curves) % 2:
+        raise MssyncError("--gan-curves takes pairs: train.tsv val.tsv per run")
+    runs = {("ms_sync" if train.parent.name == "gan" else train.parent.name): (train, val)
+            for train, val in zip(curves[::2], curves[1::2])}
+    build_report(Path(args.metrics), Path(args.details), Path(args.plots_dir), runs,
+                 [Path(p) for p in args.syncer_curves], Path(args.syncer_metrics) if args.syncer_metrics else None,
+                 Path(args.videos) if args.videos else None, Path(args.render_metrics) if args.render_metrics else None,
+                 Path(args.out))
+
+
 SAMPLE_RATE = 16000  # the pipeline's audio rate (crop.sample_rate)
 
 
@@ -192,6 +217,62 @@ def _first_frame(args: argparse.Namespace):
     if frame >= len(found) or not found[frame]:
         raise MssyncError(f"{args.reference}: frame {frame} has no face (or does not exist)")
     return list_column_to_numpy(table["landmarks"].slice(frame, 1))[0]
+
+
+def cmd_render_clips(args: argparse.Namespace) -> None:
+    import torch
+
+    from .render import render_test_clips
+
+    torch.set_num_threads(args.threads)
+    render_test_clips(Path(args.test), Path(args.clips_dir), Path(args.model), Path(args.space), Path(args.out_dir),
+                      Path(args.metrics), _settings(args, "render"), device=args.device)
+
+
+def _render_overrides(args: argparse.Namespace):
+    """params.yaml's render section with the command line's choices on top."""
+    import dataclasses
+
+    overrides = {"still": args.still, "head_scale": args.head_scale, "expression_scale": args.expression_scale,
+                 "size": args.size, "landmark_view": args.landmark_view, "seed": args.seed,
+                 "mouth_fill": args.mouth_fill}
+    settings = _settings(args, "render")
+    settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    if settings.size % 2:
+        raise MssyncError(f"--size {settings.size}: must be even (H.264 with 4:2:0 colour)")
+    return settings
+
+
+def cmd_animate(args: argparse.Namespace) -> None:
+    import torch
+
+    from .animate import animate, animate_batch, pairs_from_csv, pairs_from_dirs
+
+    single = args.image is not None
+    if single != (args.audio is not None) or single == (args.out is None):
+        raise MssyncError("give --image, --audio and -o together (or a batch: --image-dir/--audio-dir or --pairs)")
+    if not single and not (args.pairs or (args.image_dir and args.audio_dir)):
+        raise MssyncError("nothing to do: give --image/--audio/-o, --image-dir with --audio-dir, or --pairs")
+    torch.set_num_threads(args.threads)
+    settings = _render_overrides(args)
+    landmarker, crop = _settings(args, "landmarker"), _settings(args, "crop")
+    generator = _load_generator(args)
+    if single:
+        animate(Path(args.image), Path(args.audio), Path(args.out), generator, settings, landmarker, crop)
+        return
+    out_dir = Path(args.out_dir)
+    pairs = (pairs_from_csv(Path(args.pairs), out_dir) if args.pairs
+             else pairs_from_dirs(Path(args.image_dir), Path(args.audio_dir), out_dir))
+    failures = animate_batch(pairs, generator, settings, landmarker, crop)
+    if failures:
+        raise MssyncError(f"{len(failures)} of {len(pairs)} pairs failed: "
+                          + "; ".join(f"{pair.out.name}: {why}" for pair, why in failures))
+
+
+def _load_generator(args: argparse.Namespace):
+    from .generate import MotionGenerator
+
+    return MotionGenerator.load(args.model, args.space, device=args.device)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -296,6 +377,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_eval_gan)
 
+    p = sub.add_parser("evaluate", help="test-split sync, head dynamics and lips for MS-Sync, ablations, baselines")
+    p.add_argument("--test", required=True)
+    p.add_argument("--space", required=True)
+    p.add_argument("--model", required=True, help="models/generator.pt")
+    p.add_argument("--ablations", nargs="*", default=[], help="models/ablations/{name}/generator.pt")
+    p.add_argument("--syncers", nargs="+", required=True, help="the *evaluation* syncers, one per level")
+    p.add_argument("--evaluation-settings", required=True, metavar="JSON", help="the evaluation section of params.yaml")
+    p.add_argument("--kernel", type=int, default=7)
+    p.add_argument("--crop-size", type=int, default=256, help="crop side in pixels (crop.size): metric units")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True, help="results/metrics.json")
+    p.add_argument("--details", required=True, help="per-clip numbers, curves and histograms (JSON)")
+    p.add_argument("--tables-dir", required=True, help="sync.tsv, dynamics.tsv, lips.tsv")
+    p.add_argument("--plots-dir", required=True, help="PNG plots")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="results/report.html: tables, plots, training curves, videos (offline)")
+    p.add_argument("--metrics", required=True)
+    p.add_argument("--details", required=True)
+    p.add_argument("--plots-dir", required=True, help="the evaluation's PNGs; training-curve PNGs are added here")
+    p.add_argument("--gan-curves", nargs="+", required=True, help="train.tsv val.tsv of each run (main first)")
+    p.add_argument("--syncer-curves", nargs="*", default=[])
+    p.add_argument("--syncer-metrics", default=None, help="results/syncers/eval_metrics.json")
+    p.add_argument("--videos", default=None, help="results/videos: {clip}.mp4 and {clip}.png")
+    p.add_argument("--render-metrics", default=None)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("generate", help="first frame + speech -> motion (and landmarks) Parquet, any length")
     p.add_argument("--model", default="models/generator.pt")
     p.add_argument("--space", default="models/motion_space.npz")
@@ -309,6 +418,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("-o", "--out", required=True, help="output Parquet: motion and decoded landmarks per frame")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("render-clips", help="render every test clip: real | real mesh | generated mesh | image view")
+    p.add_argument("--test", required=True, help="data/dataset/test.parquet")
+    p.add_argument("--clips-dir", required=True, help="data/clips (the cropped video and wav of each clip)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--space", required=True)
+    p.add_argument("--out-dir", required=True, help="results/videos: <clip>.mp4 and its contact sheet <clip>.png")
+    p.add_argument("--metrics", required=True, help="warp fidelity JSON")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    _add_settings(p, "render")
+    p.set_defaults(func=cmd_render_clips)
+
+    p = sub.add_parser("animate", help="portrait + speech -> talking-head mp4 (H.264 + AAC); batches too")
+    p.add_argument("--image", help="portrait (jpg, png, ...): the largest face is animated")
+    p.add_argument("--audio", help="speech: any audio ffmpeg reads, any length >= render.min_audio_s")
+    p.add_argument("-o", "--out", help="output .mp4")
+    p.add_argument("--image-dir", help="batch: portraits, paired with --audio-dir files of the same name")
+    p.add_argument("--audio-dir", help="batch: speech files")
+    p.add_argument("--pairs", help="batch: CSV with columns image, audio[, out]")
+    p.add_argument("--out-dir", default="results/animate", help="batch output directory")
+    p.add_argument("--model", default="models/generator.pt")
+    p.add_argument("--space", default="models/motion_space.npz")
+    p.add_argument("--still", action="store_true", default=None, help="lips only: keep the portrait's head pose")
+    p.add_argument("--head-scale", type=float, help="scale head motion (1 = as generated, 0 = still)")
+    p.add_argument("--expression-scale", type=float, help="scale lips/jaw/brow motion (1 = as generated)")
+    p.add_argument("--size", type=int, help="face crop size in pixels (default render.size)")
+    view = p.add_mutually_exclusive_group()
+    view.add_argument("--landmark-view", dest="landmark_view", action="store_true", default=None,
+                      help="draw the generated mesh beside the face")
+    view.add_argument("--no-landmark-view", dest="landmark_view", action="store_false")
+    p.add_argument("--no-mouth-fill", dest="mouth_fill", action="store_false", default=None,
+                   help="stretch the portrait's lips instead of painting a mouth interior")
+    p.add_argument("--seed", type=int, help="seed for any randomness in generation")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--params", default="params.yaml", help="render, landmarker and crop settings")
+    p.set_defaults(func=cmd_animate, render_settings=None, landmarker_settings=None, crop_settings=None)
     return parser
 
 

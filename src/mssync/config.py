@@ -8,8 +8,10 @@ params rerun-trigger sees exactly the values a rule depends on.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -194,7 +196,16 @@ def load_section(section: str, settings_json: str | None, params_path: str | Pat
             raise ConfigError(f"--settings for '{section}' is not valid JSON: {exc}") from None
         _validate_section(section, values)
         return settings_from_mapping(cls, values)
-    return settings_from_mapping(cls, load_params(params_path or "params.yaml")[section])
+    path = Path(params_path or "params.yaml")
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such params file")
+    return settings_from_mapping(cls, copy.deepcopy(_validated_params(path.resolve(), path.stat().st_mtime_ns)[section]))
+
+
+@lru_cache(maxsize=4)
+def _validated_params(path: Path, mtime_ns: int) -> dict[str, Any]:
+    """load_params, once per file version: a command reading several sections validates once."""
+    return load_params(path)
 
 
 def _validate_section(section: str, values: Any) -> None:

@@ -78,13 +78,12 @@ def relative_landmarks(space: MotionSpace, motion: np.ndarray, portrait_landmark
     return (decoded - decoded[:1] + portrait_landmarks[None]).astype(np.float32)
 
 
-def drive(generator: MotionGenerator, portrait_landmarks: np.ndarray, samples: np.ndarray, sample_rate: int,
-          settings: RenderSettings, n_frames: int | None = None) -> np.ndarray:
-    """Speech -> (T, 478, 3) landmarks of the portrait's face, T = 25 per second of speech."""
+def drive(generator: MotionGenerator, portrait_landmarks: np.ndarray, mel: np.ndarray, settings: RenderSettings,
+          n_frames: int | None = None) -> np.ndarray:
+    """Speech (log-mel, generator.mel_from_waveform) -> (T, 478, 3) landmarks of the portrait's face."""
     import torch
 
     torch.manual_seed(settings.seed)  # the generator is deterministic today; a sampling one would obey this
-    mel = generator.mel_from_waveform(samples, sample_rate)
     motion = generator.generate(portrait_landmarks, mel, n_frames)
     motion = adjust_motion(retarget_expression(motion), settings.still, settings.head_scale, settings.expression_scale)
     return relative_landmarks(generator.space, motion, portrait_landmarks)
@@ -215,7 +214,7 @@ def render_clip(clip_id: str, cols: dict[str, np.ndarray], clips_dir: Path, out_
     frames, real, found = frames[first:n], real[first:n], found[first:n]
     samples, rate = read_wav(clips_dir / f"{clip_id}.wav")
     samples = samples[int(round(first / FPS * rate)):]
-    generated = drive(generator, real[0], samples, rate, settings, n_frames=len(frames))
+    generated = drive(generator, real[0], generator.mel_from_waveform(samples, rate), settings, n_frames=len(frames))
     warper = PortraitWarper(frames[0], real[0], settings)
     video = out_dir / f"{clip_id}.mp4"
     written = write_video(video, clips_dir / f"{clip_id}.wav", test_clip_panels(frames, real, generated, warper,
