@@ -1,0 +1,76 @@
+# Phase "evaluate": test-split metrics of MS-Sync, its ablations and the baselines; then the report.
+# RENDER_TARGETS comes from render.smk (included before this file): the report links the videos and
+# embeds their contact sheets. Without it the report still builds and says the videos are missing.
+REPORT_RENDER = globals().get("RENDER_TARGETS", [])
+EVALUATION_PLOTS = [f"results/plots/{name}.png" for name in ("sync_levels", "pose_velocity", "mouth_audio_xcorr")]
+EVALUATION_TABLES = [f"results/evaluation/{name}.tsv" for name in ("sync", "dynamics", "lips")]
+
+
+def render_args(render_targets):
+    """--videos / --render-metrics for whichever of the render outputs exist as targets."""
+    flags = {"results/videos": "--videos", "results/render/metrics.json": "--render-metrics"}
+    return " ".join(f"{flags[t]} {t}" for t in render_targets if t in flags)
+
+
+rule evaluate:
+    input:
+        test=SPLIT_FILES["test"],
+        space="models/motion_space.npz",
+        model="models/generator.pt",
+        ablations=ABLATION_MODELS,
+        syncers=expand("models/syncers/eval/level{level}.pt", level=LEVELS),
+    output:
+        metrics="results/metrics.json",
+        details="results/evaluation/details.json",
+        tables=EVALUATION_TABLES,
+        plots=EVALUATION_PLOTS,
+    params:
+        settings=settings("evaluation"),
+        kernel=config["pyramid"]["kernel"],
+        crop_size=config["crop"]["size"],
+    log:
+        "logs/evaluate/metrics.log",
+    benchmark:
+        "logs/benchmarks/evaluate.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "mssync evaluate --test {input.test} --space {input.space} --model {input.model}"
+        " --ablations {input.ablations} --syncers {input.syncers} --evaluation-settings {params.settings:q}"
+        " --kernel {params.kernel} --crop-size {params.crop_size} --threads {threads} --out {output.metrics}"
+        " --details {output.details} --tables-dir results/evaluation --plots-dir results/plots > {log} 2>&1"
+
+
+rule report:
+    input:
+        metrics="results/metrics.json",
+        details="results/evaluation/details.json",
+        plots=EVALUATION_PLOTS,
+        gan_curves=["results/gan/train.tsv", "results/gan/val.tsv"] + ABLATION_CURVES,
+        syncer_curves=expand("results/syncers/curves/{set}_level{level}.tsv", set=SYNCER_SETS, level=LEVELS),
+        syncer_metrics="results/syncers/eval_metrics.json",
+        render=REPORT_RENDER,
+    output:
+        report="results/report.html",
+        plots=["results/plots/training_gan.png", "results/plots/training_syncers.png"],
+    params:
+        render=render_args(REPORT_RENDER),
+    log:
+        "logs/evaluate/report.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "mssync report --metrics {input.metrics} --details {input.details} --plots-dir results/plots"
+        " --gan-curves {input.gan_curves} --syncer-curves {input.syncer_curves}"
+        " --syncer-metrics {input.syncer_metrics} {params.render} --out {output.report} > {log} 2>&1"
+
+
+EVALUATE_TARGETS = ["results/metrics.json", "results/report.html"]
+
+
+rule evaluate_phase:
+    input:
+        EVALUATE_TARGETS,
