@@ -36,6 +36,8 @@ rule dataset:
         strict=STRICT,
     log:
         "logs/dataset.log",
+    benchmark:
+        "logs/benchmarks/dataset.tsv"
     resources:
         mem_mb=4000,
         runtime=30,

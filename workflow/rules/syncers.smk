@@ -26,6 +26,8 @@ rule motion_space:
         settings=settings("motion"),
     log:
         "logs/motion_space.log",
+    benchmark:
+        "logs/benchmarks/motion_space.tsv"
     resources:
         mem_mb=4000,
         runtime=20,
@@ -73,6 +75,8 @@ rule syncer_metrics:
         kernel=config["pyramid"]["kernel"],
     log:
         "logs/syncers/{set}_metrics.log",
+    benchmark:
+        "logs/benchmarks/syncers/{set}_metrics.tsv"
     resources:
         mem_mb=3000,
         runtime=20,
