@@ -152,7 +152,8 @@ def test_every_job_went_through_sbatch(slurm_run, cluster, record_property):
     controller = cluster.controller_log()
     for job_id, log in slurm_run.jobs.items():
         rule = slurm_run.rule_of(job_id)
-        assert re.search(rf"Allocate JobId={job_id} NodeList=", controller), job_id  # SLURM scheduled it
+        # SLURM scheduled it: the main scheduler logs "Allocate", the backfill scheduler (busy node) "Started"
+        assert re.search(rf"(Allocate JobId={job_id} NodeList=|Started JobId={job_id} in )", controller), job_id
         assert f"_job_complete: JobId={job_id} WEXITSTATUS 0" in controller, job_id
         assert log.name == f"{job_id}.log" and log.is_relative_to(slurm_run.root / "logs/slurm"), log
         text = log.read_text()  # the job's own Snakemake, started by sbatch on the node
