@@ -26,6 +26,7 @@ from scipy.spatial import Delaunay
 
 from .config import RenderSettings
 from .landmarks import N_LANDMARKS
+from .motion import INNER_LIP_LANDMARKS
 
 SUBPIXEL_BITS = 4  # cv2.fillPoly fixed-point precision: 1/16 pixel
 REFERENCE_SIZE = 256  # the *_px settings are in pixels of a 256 crop; they scale with the size
@@ -67,7 +68,7 @@ def mediapipe_mesh() -> dict[str, np.ndarray]:
 
     edges = np.array([(c.start, c.end) for c in C.FACE_LANDMARKS_TESSELATION]).reshape(-1, 3, 2)
     lips = [(c.start, c.end) for c in C.FACE_LANDMARKS_LIPS]
-    inner_lip = [e for e in lips if set(e) <= INNER_LIP_SET]  # starts at the corner 78
+    inner_lip = [e for e in lips if set(e) <= set(INNER_LIP_LANDMARKS)]  # starts at the corner 78
     return {  # every ring starts at a corner (mouth 78, eyes 263 and 33), as _strip_triangles wants
         "face": edges[:, :, 0],
         "mouth": np.array(_ordered_ring(inner_lip)),
@@ -76,9 +77,6 @@ def mediapipe_mesh() -> dict[str, np.ndarray]:
         "oval": np.array(_ordered_ring([(c.start, c.end) for c in C.FACE_LANDMARKS_FACE_OVAL])),
         "edges": np.unique(np.sort(edges.reshape(-1, 2), axis=1), axis=0),
     }
-
-
-INNER_LIP_SET = {78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191}
 
 
 def _strip_triangles(ring: np.ndarray) -> np.ndarray:
