@@ -36,7 +36,6 @@ GOAL_ANIMATE_S = 5.0
 
 def warp_fps(runs: int, frames: int) -> dict:
     import cv2
-    import numpy as np
     import torch
 
     from mssync.config import load_section

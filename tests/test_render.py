@@ -18,8 +18,10 @@ import pytest
 from PIL import Image
 
 from conftest import requires_clips, requires_ffmpeg, requires_model, run_ffmpeg
-from mssync.animate import load_portrait, pairs_from_dirs
+from mssync.animate import load_portrait
+from mssync.animate_inputs import SpeechFeatures, pairs_from_dirs, speech_log_mel
 from mssync.config import load_section
+from mssync.errors import MssyncError
 from mssync.gan import GanSettings, train_gan
 from mssync.media import iter_frames, read_wav
 from mssync.motion import MotionSpace
@@ -257,6 +259,22 @@ def test_several_faces_take_the_largest_and_say_so(generator, tiny_dataset, port
 def silent_wav(path: Path, seconds: float) -> Path:
     run_ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", str(seconds), path)
     return path
+
+
+def test_speech_worker_gives_the_same_features_and_errors_as_computing_them_here(speech, tmp_path):
+    features = load_section("features", None, REPO / "params.yaml")
+    other = dataclasses.replace(features, n_mels=20)
+    silent = silent_wav(tmp_path / "silent.wav", 2)
+    with SpeechFeatures() as worker:
+        worker.prefetch([speech, silent], features, 1.0, -55.0)
+        np.testing.assert_array_equal(worker.log_mel(speech, features, 1.0, -55.0),
+                                      speech_log_mel(speech, features, 1.0, -55.0))
+        with pytest.raises(MssyncError, match="audio is silent"):  # raised in the worker, re-raised here
+            worker.log_mel(silent, features, 1.0, -55.0)
+        worker.prefetch([speech], features, 1.0, -55.0)  # queued with params.yaml's features ...
+        mel = worker.log_mel(speech, other, 1.0, -55.0)  # ... but the model wants others: computed here
+    assert mel.shape[1] == 20
+    np.testing.assert_array_equal(mel, speech_log_mel(speech, other, 1.0, -55.0))
 
 
 @pytest.mark.parametrize("case, message", [

@@ -244,26 +244,40 @@ def _render_overrides(args: argparse.Namespace):
 
 
 def cmd_animate(args: argparse.Namespace) -> None:
-    import torch
-
-    from .animate import animate, animate_batch, pairs_from_csv, pairs_from_dirs
+    # The speech worker is forked first: it imports librosa (~1-2 s in a new process) while this
+    # process reads the settings and imports torch and MediaPipe, which also start threads.
+    from .animate_inputs import Pair, SpeechFeatures, pairs_from_csv, pairs_from_dirs
 
     single = args.image is not None
     if single != (args.audio is not None) or single == (args.out is None):
         raise MssyncError("give --image, --audio and -o together (or a batch: --image-dir/--audio-dir or --pairs)")
     if not single and not (args.pairs or (args.image_dir and args.audio_dir)):
         raise MssyncError("nothing to do: give --image/--audio/-o, --image-dir with --audio-dir, or --pairs")
-    torch.set_num_threads(args.threads)
-    settings = _render_overrides(args)
-    landmarker, crop = _settings(args, "landmarker"), _settings(args, "crop")
-    generator = _load_generator(args)
-    if single:
-        animate(Path(args.image), Path(args.audio), Path(args.out), generator, settings, landmarker, crop)
-        return
-    out_dir = Path(args.out_dir)
-    pairs = (pairs_from_csv(Path(args.pairs), out_dir) if args.pairs
-             else pairs_from_dirs(Path(args.image_dir), Path(args.audio_dir), out_dir))
-    failures = animate_batch(pairs, generator, settings, landmarker, crop)
+    with SpeechFeatures() as speech:
+        settings = _render_overrides(args)
+        landmarker, crop = _settings(args, "landmarker"), _settings(args, "crop")
+        if single:
+            pairs = [Pair(Path(args.image), Path(args.audio), Path(args.out))]
+        elif args.pairs:
+            pairs = pairs_from_csv(Path(args.pairs), Path(args.out_dir))
+        else:
+            pairs = pairs_from_dirs(Path(args.image_dir), Path(args.audio_dir), Path(args.out_dir))
+        speech.prefetch([pair.audio for pair in pairs], _settings(args, "features"), settings.min_audio_s,
+                        crop.min_audio_rms_db)
+        import gc
+
+        import torch
+
+        from .animate import animate, animate_batch
+
+        gc.freeze()  # the imported modules stay for the process's life: keep the collector off them
+        torch.set_num_threads(args.threads)
+        generator = _load_generator(args)
+        if single:
+            pair = pairs[0]
+            animate(pair.image, pair.audio, pair.out, generator, settings, landmarker, crop, speech)
+            return
+        failures = animate_batch(pairs, generator, settings, landmarker, crop, speech)
     if failures:
         raise MssyncError(f"{len(failures)} of {len(pairs)} pairs failed: "
                           + "; ".join(f"{pair.out.name}: {why}" for pair, why in failures))
@@ -454,8 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed for any randomness in generation")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=2, help="torch threads")
-    p.add_argument("--params", default="params.yaml", help="render, landmarker and crop settings")
-    p.set_defaults(func=cmd_animate, render_settings=None, landmarker_settings=None, crop_settings=None)
+    p.add_argument("--params", default="params.yaml", help="render, landmarker, crop and features settings")
+    p.set_defaults(func=cmd_animate, render_settings=None, landmarker_settings=None, crop_settings=None,
+                   features_settings=None)
     return parser
 
 
