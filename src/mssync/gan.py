@@ -23,7 +23,7 @@ from .motion import MotionSpace, load_split
 from .pyramid import AUDIO_WINDOW, MOTION_WINDOW, temporal_pyramid
 from .schema import read_metadata
 from .syncer import Syncer, pick_device
-from .syncer_train import STD_FLOOR, load_syncer
+from .syncer_train import STD_FLOOR, load_syncer, standardise_audio
 from .training import fingerprint, load_resume, read_tsv, save, write_tsv
 
 log = logging.getLogger(__name__)
@@ -77,11 +77,10 @@ def load_clips(split: Path, space: MotionSpace, mean: np.ndarray, std: np.ndarra
     clips = []
     for clip_id, clip in sorted(load_split(split, space).items()):
         features = space.syncer_features(clip.motion)[clip.valid]
-        mel = clip.mel
         starts = np.array([s for s in range(len(clip.motion) - window + 1) if clip.valid[s:s + window].all()], int)
         clips.append(GanClip(
             clip_id, torch.from_numpy(((clip.motion - mean) / std).astype(np.float32)),
-            torch.from_numpy(((mel - mel.mean(0)) / np.maximum(mel.std(0), STD_FLOOR)).astype(np.float32)),
+            torch.from_numpy(standardise_audio(clip.mel).astype(np.float32)),
             torch.from_numpy(features.mean(0).astype(np.float32)),
             torch.from_numpy(np.maximum(features.std(0), STD_FLOOR).astype(np.float32)), starts))
     return clips

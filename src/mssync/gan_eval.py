@@ -1,11 +1,12 @@
 """`mssync eval-gan`: does generated motion sync with its audio, at every scale, on unseen speakers?
 
-Every test clip is rolled out for its full length from its first frame and scored with the
-*evaluation* syncers (trained with another seed than the loss syncers, so the generator never
-saw them). Baselines: the real motion, a static head (frame 0 repeated), and the real motion
-paired with another clip's audio. Sync confidence is LSE-C (syncmetrics.py); a static head scores
-close to 0 (its windows all look the same; only the audio windows differ between shifts). Head motion: the standard deviation of pose
-velocity (rotation and translation per frame), generated over real.
+The generator's own acceptance check, run right after training (results/gan/metrics.json, the
+gan stage's DVC metrics). Every test clip is rolled out for its full length from its first frame
+and scored with the *evaluation* syncers (trained with another seed than the loss syncers, so the
+generator never saw them), against three baselines: the real motion, a static head (frame 0
+repeated), and the real motion paired with another clip's audio. The variants and the per-level
+LSE scores are evaluate.py's (the full evaluation adds ablations, dynamics and lips); here they
+are keyed as generated / real / static / real_other_audio, with the pose-velocity check beside.
 """
 
 from __future__ import annotations
@@ -16,71 +17,43 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_json_atomic
+from .evaluate import GROUND_TRUTH, MAIN, OTHER_AUDIO, STATIC, build_variants, sync_metrics
 from .gan import pose_velocity_std
 from .generate import MotionGenerator
 from .motion import load_split
-from .syncer_train import level_clip, load_syncer
-from .syncmetrics import MAX_OFFSET_FRAMES, distance_curve, lse
+from .syncer_train import load_syncer
+from .syncmetrics import MAX_OFFSET_FRAMES
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("generated", "static", "real", "real_other_audio")
+REPORT_NAMES = {MAIN: "generated", GROUND_TRUTH: "real", STATIC: "static", OTHER_AUDIO: "real_other_audio"}
 
 
-def clip_variants(generator: MotionGenerator, clips: dict) -> list[dict]:
-    """Per test clip: the motion of each variant and the audio it is paired with."""
-    ids = sorted(clips)
-    out = []
-    for i, clip_id in enumerate(ids):
-        clip, partner = clips[clip_id], clips[ids[(i + 1) % len(ids)]]
-        n = len(clip.motion)
-        generated = generator.generate(clip.motion[0], clip.mel, n)
-        m = min(n, len(partner.motion))
-        out.append({
-            "clip_id": clip_id,
-            "generated": (generated, clip.mel, np.ones(n, bool)),
-            "static": (np.repeat(clip.motion[:1], n, axis=0), clip.mel, np.ones(n, bool)),
-            "real": (clip.motion, clip.mel, clip.valid),
-            "real_other_audio": (clip.motion[:m], partner.mel[:4 * m], clip.valid[:m]) if partner is not clip else None,
-        })
-    return out
-
-
-def sync_scores(syncer, variants: list[dict], space, kernel: int) -> dict:
-    level = syncer.level
-    max_shift = int(np.ceil(MAX_OFFSET_FRAMES / 2**level))
-    scores: dict[str, list[dict]] = {v: [] for v in VARIANTS}
-    for clip in variants:
-        for name in VARIANTS:
-            if clip[name] is None:
-                continue
-            motion, mel, valid = clip[name]
-            lc = level_clip(clip["clip_id"], space.syncer_features(motion), mel, valid, level, kernel)
-            if lc is not None:
-                curve = distance_curve(syncer, lc, lc, max_shift)
-                scores[name].append({**lse(curve, level), "distance_at_0": curve[0]})
-    return {name: {key: float(np.mean([r[key] for r in rows])) for key in ("lse_c", "lse_d", "distance_at_0")}
-            for name, rows in scores.items() if rows}
+def level_report(by_variant: dict[str, dict]) -> dict:
+    """One level's scores under this report's names, and whether generated beats each baseline."""
+    result = {REPORT_NAMES[name]: scores for name, scores in by_variant.items()}
+    generated = result["generated"]["lse_c"]
+    result["generated_beats_static"] = bool(generated > result["static"]["lse_c"])
+    other = result.get("real_other_audio")  # absent with a single test clip
+    result["generated_beats_other_audio"] = None if other is None else bool(generated > other["lse_c"])
+    return result
 
 
 def evaluate_generator(test: Path, space_path: Path, generator_path: Path, syncer_paths: list[Path], out: Path,
-                       kernel: int) -> dict:
+                       kernel: int, max_offset_frames: int = MAX_OFFSET_FRAMES) -> dict:
     generator = MotionGenerator.load(generator_path, space_path, device="cpu")
     clips = load_split(test, generator.space)
-    variants = clip_variants(generator, clips)
+    variants = build_variants({MAIN: generator}, clips)
+    summary, _ = sync_metrics([load_syncer(p) for p in syncer_paths], variants, generator.space, kernel,
+                              max_offset_frames)
     report: dict = {"split": str(test), "clips": len(clips), "levels": {}}
-    for path in syncer_paths:
-        syncer = load_syncer(path)
-        result = sync_scores(syncer, variants, generator.space, kernel)
-        g = result["generated"]["lse_c"]
-        result["generated_beats_static"] = g > result["static"]["lse_c"]
-        other = result.get("real_other_audio")  # absent with a single test clip
-        result["generated_beats_other_audio"] = None if other is None else g > other["lse_c"]
-        report["levels"][f"level{syncer.level}"] = result
-        log.info("level %d LSE-C: generated %.3f | real %.3f | static %.3f | real + other audio %s", syncer.level, g,
-                 result["real"]["lse_c"], result["static"]["lse_c"], result.get("real_other_audio", {}).get("lse_c"))
-    real_v = pose_velocity_std(np.concatenate([c["real"][0] for c in variants]))
-    gen_v = pose_velocity_std(np.concatenate([c["generated"][0] for c in variants]))
+    for key, by_variant in summary.items():
+        result = report["levels"][key] = level_report(by_variant)
+        log.info("%s LSE-C: generated %.3f | real %.3f | static %.3f | real + other audio %s", key,
+                 result["generated"]["lse_c"], result["real"]["lse_c"], result["static"]["lse_c"],
+                 result.get("real_other_audio", {}).get("lse_c"))
+    real_v = pose_velocity_std(np.concatenate([t.motion for t in variants[GROUND_TRUTH]]))
+    gen_v = pose_velocity_std(np.concatenate([t.motion for t in variants[MAIN]]))
     report["pose_velocity_std"] = {"real": real_v, "generated": gen_v, "ratio": gen_v / real_v,
                                    "within_0.5x_2x": bool(0.5 <= gen_v / real_v <= 2.0)}
     log.info("pose velocity std: generated %.4f vs real %.4f (x%.2f)", gen_v, real_v, gen_v / real_v)

@@ -28,7 +28,7 @@ from .generator import AUDIO_PER_FRAME, Generator, GeneratorSettings
 from .motion import MotionSpace
 from .schema import nested_list, encode_metadata, write_table
 from .syncer import pick_device
-from .syncer_train import STD_FLOOR
+from .syncer_train import standardise_audio
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class MotionGenerator:
         n = n_frames or len(mel) // AUDIO_PER_FRAME
         if n < 2:
             raise MssyncError(f"audio too short: {len(mel)} mel frames make {n} video frame(s)")
-        mel = (mel - mel.mean(0)) / np.maximum(mel.std(0), STD_FLOOR)  # per-file, as in training
+        mel = standardise_audio(mel)  # per file, as in training
         rows = AUDIO_PER_FRAME * (n + self.model.s.lookahead)
         mel = np.concatenate([mel, np.repeat(mel[-1:], max(rows - len(mel), 0), axis=0)])[:rows]
         prefix = torch.as_tensor((start - self.mean) / self.std, dtype=torch.float32, device=self.device)[None, None]

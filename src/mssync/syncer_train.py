@@ -69,6 +69,12 @@ def standardise(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     return scaled.astype(np.float32)
 
 
+def standardise_audio(mel: np.ndarray) -> np.ndarray:
+    """Per-file z-score of the log-mel the generator sees, the same at training and generation time
+    (the floor only guards a band that never changes, as in digital silence)."""
+    return (mel - mel.mean(0)) / np.maximum(mel.std(0), STD_FLOOR)
+
+
 def level_clip(clip_id: str, features: np.ndarray, mel: np.ndarray, valid: np.ndarray, level: int,
                kernel: int) -> LevelClip | None:
     """A clip's syncer features (T, F) and log-mel (4T, M), standardised per clip, at `level`."""
