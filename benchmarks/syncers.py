@@ -21,7 +21,8 @@ import torch
 from mssync.config import load_params
 from mssync.motion import MotionSpace
 from mssync.syncer import Syncer, SyncerSettings, info_nce, pick_device
-from mssync.syncer_train import prepare_level, sample_batch
+from mssync.syncer_train import sample_batch
+from mssync.windows import prepare_level
 
 REPO = Path(__file__).resolve().parents[1]
 WARMUP_STEPS = 5

@@ -127,7 +127,7 @@ def tiny_dataset(tmp_path_factory, sample_clip, crop_settings, landmarker_settin
     from mssync.config import DatasetSettings, MotionSettings
     from mssync.dataset import build_dataset
     from mssync.features import extract_features
-    from mssync.motion import fit_motion_space
+    from mssync.motion_space import fit_motion_space
 
     root = tmp_path_factory.mktemp("tiny-dataset")
     rows = ["id,url,speaker,start_s,end_s,split"]

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from mssync.schema import read_table
-from mssync.syncer_train import load_syncer
+from mssync.syncer import Syncer
 from slurm_cluster import NODE_GPUS, SlurmCluster, ensure_installed
 from test_workflow import REPO, TINY_CLIPS, TINY_FRAMES, make_project, run, tiny_params
 
@@ -169,7 +169,7 @@ def test_outputs_are_complete(slurm_run):
         assert read_table(root / f"data/features/{clip}.parquet")[0].num_rows == TINY_FRAMES
         assert (root / f"data/previews/{clip}.png").stat().st_size > 0
     assert (root / "data/rejected.csv").read_text().splitlines()[1].startswith("missing-clip,")
-    assert load_syncer(root / "models/syncers/loss/level0.pt").level == 0
+    assert Syncer.load(root / "models/syncers/loss/level0.pt").level == 0
     dry = run(["snakemake", "-n", "--cores", "1", *TARGETS], root)
     assert "Nothing to be done" in dry.stdout + dry.stderr
 

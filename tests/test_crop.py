@@ -18,7 +18,8 @@ import soundfile
 from conftest import crop_sample, make_raw, requires_clips, run_ffmpeg, video_frame_times
 from mssync.crop import Box, ProbeStats, check_faces, crop_clip, face_box, probe_stats
 from mssync.errors import ClipRejected, MssyncError
-from mssync.landmarks import N_LANDMARKS, Face
+from mssync.landmarks import Face
+from mssync.mesh import N_LANDMARKS
 from mssync.media import probe
 from mssync.records import OK, REJECTED, read_record, write_record
 

@@ -17,18 +17,9 @@ import pytest
 import torch
 
 from mssync import dynamics, lips
-from mssync.evaluate import (
-    GROUND_TRUTH,
-    OTHER_AUDIO,
-    STATIC,
-    EvaluationSettings,
-    Track,
-    baselines,
-    clip_sync,
-    dynamics_metrics,
-    tsv,
-)
-from mssync.motion import ClipMotion
+from mssync.clips import ClipMotion
+from mssync.evaluate import EvaluationSettings, dynamics_metrics, tsv
+from mssync.gan_eval import GROUND_TRUTH, OTHER_AUDIO, STATIC, Track, baselines, clip_sync
 from mssync.pyramid import AUDIO_PER_MOTION, MOTION_WINDOW
 
 KERNEL = 7

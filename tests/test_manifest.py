@@ -20,10 +20,12 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_sample_manifest_lists_the_25_shared_clips_with_their_hashes():
+def test_sample_manifest_lists_shared_clips_with_their_hashes():
+    """Every clip of the sample manifest is one of ../shared's, with its hash, speaker and source.
+    (../shared holds more clips than the default manifest uses: issue 14 takes them all in.)"""
     entries = read_manifest(REPO / "config/samples.csv")
     shared = {row["id"]: row for row in csv.DictReader((SHARED / "data/clips.csv").open())}
-    assert {e.id for e in entries} == set(shared)
+    assert entries and {e.id for e in entries} <= set(shared)
     for entry in entries:
         row = shared[entry.id]
         assert entry.sha256 == row["sha256"] and entry.speaker == row["speaker"]

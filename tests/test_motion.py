@@ -17,18 +17,10 @@ from conftest import crop_sample, requires_clips
 from mssync.config import MotionSettings
 from mssync.errors import MssyncError
 from mssync.features import extract_features
-from mssync.motion import (
-    FORMAT_VERSION,
-    JAW_LANDMARKS,
-    LIP_LANDMARKS,
-    RIGID_LANDMARKS,
-    MotionSpace,
-    axis_angle_to_matrix,
-    fit_motion_space,
-    load_split,
-    matrix_to_axis_angle,
-    moving_average,
-)
+from mssync.clips import load_split
+from mssync.mesh import JAW_LANDMARKS, LIP_LANDMARKS, RIGID_LANDMARKS
+from mssync.motion import FORMAT_VERSION, MotionSpace, axis_angle_to_matrix, matrix_to_axis_angle, moving_average
+from mssync.motion_space import fit_motion_space
 from mssync.schema import features_table, list_column_to_numpy, read_table, write_table
 
 CLIP = "vox2-00010"

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from mssync import preview
+from mssync import mesh, preview
 from mssync.cli import main as cli_main
 from mssync.config import (
     CropSettings,
@@ -159,7 +159,7 @@ def test_ok_sheet_draws_stored_landmarks_on_crop_frames(ok_clip: Clip, settings:
     assert indices[0] == 0 and indices[-1] == n_frames - 1 and len(indices) == n
     table, _ = read_table(ok_clip.features, columns=["landmarks"])
     landmarks = list_column_to_numpy(table.column("landmarks"))
-    lips = [*preview.LIPS_OUTER, *preview.LIPS_INNER]
+    lips = [*mesh.OUTER_LIP_LANDMARKS, *mesh.INNER_LIP_LANDMARKS]
     for k, frame in enumerate(indices):
         x0, y0, x1, y1 = tile_box(sheet, k, n)
         lip_xy = landmarks[frame, lips, :2] * preview.TILE

@@ -28,7 +28,8 @@ from mssync.motion import MotionSpace
 from mssync.render import (PSNR_CAP_DB, adjust_motion, masked_psnr, reenactment_fidelity, render_test_clips,
                            retarget_expression)
 from mssync.schema import list_column_to_numpy, read_table
-from mssync.warp import PortraitWarper, face_region_mask, mediapipe_mesh, to_pixels
+from mssync.mesh import mediapipe_mesh
+from mssync.warp import PortraitWarper, face_region_mask, to_pixels
 
 pytestmark = [requires_clips, requires_model, requires_ffmpeg, pytest.mark.usefixtures("torch_one_thread")]
 

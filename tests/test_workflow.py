@@ -19,7 +19,7 @@ import yaml
 
 from mssync.records import read_record
 from mssync.schema import list_column_to_numpy, read_metadata, read_table
-from mssync.syncer_train import load_syncer
+from mssync.syncer import Syncer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -109,7 +109,7 @@ def test_dvc_repro_trains_every_syncer_level_of_both_sets(repro):
         metrics = json.loads((root / f"results/syncers/{syncer_set}_metrics.json").read_text())
         assert sorted(metrics["levels"]) == ["level0", "level1", "level2", "level3"]
         for level in range(4):
-            model = load_syncer(root / f"models/syncers/{syncer_set}/level{level}.pt")
+            model = Syncer.load(root / f"models/syncers/{syncer_set}/level{level}.pt")
             assert model.level == level
             curve = (root / f"results/syncers/curves/{syncer_set}_level{level}.tsv").read_text().splitlines()
             assert curve[0].startswith("epoch\tstep") and len(curve) == 1 + 2  # 20 steps, eval every 10

@@ -1,4 +1,5 @@
-"""Log-mel audio features with librosa, at a hop that divides the video frame period."""
+"""Log-mel audio features with librosa, at a hop that divides the video frame period, and the
+per-file standardisation every model applies to them."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import librosa
 import numpy as np
 
 from .config import FeatureSettings
+from .constants import STD_FLOOR
 
 POWER_FLOOR = 1e-10  # amin for the dB conversion: digital silence maps to -100 dB, not -inf
 
@@ -22,3 +24,9 @@ def log_mel(samples: np.ndarray, sample_rate: int, settings: FeatureSettings) ->
         n_mels=settings.n_mels, fmin=settings.fmin, fmax=settings.fmax, center=True, power=2.0,
     )
     return librosa.power_to_db(mel, ref=1.0, amin=POWER_FLOOR, top_db=None).T.astype(np.float32)
+
+
+def standardise_audio(mel: np.ndarray) -> np.ndarray:
+    """Per-file z-score of the log-mel the generator sees, the same at training and generation time
+    (the floor only guards a band that never changes, as in digital silence)."""
+    return (mel - mel.mean(0)) / np.maximum(mel.std(0), STD_FLOOR)

@@ -93,7 +93,7 @@ def cmd_preview(args: argparse.Namespace) -> None:
 
 
 def cmd_motion_space(args: argparse.Namespace) -> None:
-    from .motion import fit_motion_space
+    from .motion_space import fit_motion_space
 
     fit_motion_space(Path(args.train), Path(args.val), Path(args.test), Path(args.out), Path(args.metrics),
                      _settings(args, "motion"))

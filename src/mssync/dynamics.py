@@ -19,10 +19,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import linalg
 
+from .constants import STD_FLOOR  # z-scoring: a feature constant over the real windows keeps unit scale
+
 ROTATION = slice(0, 3)  # axis-angle, radians
 TRANSLATION = slice(3, 6)  # crop units
 POSE = slice(0, 6)
-STD_FLOOR = 1e-8  # z-scoring: a feature constant over the real windows keeps unit scale
 PERCENTILE = 95
 
 
@@ -101,3 +102,9 @@ def diversity(poses: list[np.ndarray]) -> dict[str, float]:
             "translation_across_clips_px": float(np.sqrt(across[TRANSLATION].sum())),
             "rotation_within_clip_deg": float(np.sqrt(within[ROTATION].sum())),
             "translation_within_clip_px": float(np.sqrt(within[TRANSLATION].sum()))}
+
+
+def pose_velocity_std(motion: np.ndarray) -> float:
+    """Spread of the frame-to-frame change of rotation and translation, in the motion vector's own
+    units: the quick check that generated heads move about as much as real ones."""
+    return float(np.diff(motion[:, POSE], axis=0).std())

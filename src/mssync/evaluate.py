@@ -6,7 +6,7 @@ the ground-truth motion, a static head (frame 0 repeated) and the ground-truth m
 another test clip's audio (what "no sync" scores). Each is scored on:
 
 - multi-scale sync with the *evaluation* syncers (never seen by the generator): LSE-D, LSE-C and
-  the offset per level (syncmetrics.py);
+  the offset per level (the variants and their sync scores are gan_eval.py's);
 - head-motion dynamics: speed statistics, Frechet distance of windowed pose dynamics to the real
   windows, diversity (dynamics.py);
 - lips: mouth-opening / audio-energy correlation over lags and its peak; landmark distance to
@@ -28,27 +28,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from . import dynamics, lips
 from .atomic import write_json_atomic, write_text_atomic
+from .clips import load_split
 from .config import validate_params
+from .gan_eval import GROUND_TRUTH, MAIN, OTHER_AUDIO, STATIC, Track, build_variants, sync_metrics
 from .generate import MotionGenerator
 from .generator import AUDIO_PER_FRAME
-from .motion import ClipMotion, MotionSpace, load_split
+from .motion import MotionSpace
 from .syncer import Syncer
-from .syncer_train import level_clip, load_syncer
-from .syncmetrics import OFFSET_TOLERANCE_FRAMES, distance_curve, lse
 
 log = logging.getLogger(__name__)
 
-MAIN = "ms_sync"
-GROUND_TRUTH, STATIC, OTHER_AUDIO = "ground_truth", "static", "other_audio"
-BASELINES = (GROUND_TRUTH, STATIC, OTHER_AUDIO)
 LABELS = {MAIN: "MS-Sync (generated)", GROUND_TRUTH: "ground truth", STATIC: "static head",
           OTHER_AUDIO: "ground truth + other clip's audio"}
 SAME_MOTION_AS_TRUTH = (GROUND_TRUTH, OTHER_AUDIO)  # their pose dynamics are the truth's by construction
-PROGRESS_INTERVAL_S = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,96 +62,10 @@ class EvaluationSettings:
         return cls(**values)
 
 
-@dataclasses.dataclass
-class Track:
-    """One clip of one variant: the motion, the audio it is paired with, and the truth to compare."""
-
-    clip_id: str
-    motion: np.ndarray  # (T, D)
-    mel: np.ndarray  # (4T', n_mels) log-mel in dB of the paired audio
-    valid: np.ndarray  # (T,) frames whose motion is measured (or generated)
-    truth: np.ndarray | None  # (T, D) the clip's real motion; None where a distance to it says nothing
-
-
 def label(name: str, ablations: dict[str, list[int]]) -> str:
     if name in ablations:
         return f"ablation {name} (sync levels {ablations[name] or 'none'})"
     return LABELS.get(name, name)
-
-
-# ------------------------------------------------------------------------------------- variants
-
-
-def rollout(generator: MotionGenerator, clip: ClipMotion) -> Track:
-    n = len(clip.motion)
-    motion = generator.generate(clip.motion[0], clip.mel, n)
-    return Track(clip.clip_id, motion, clip.mel, np.ones(n, bool), clip.motion)
-
-
-def baselines(clips: dict[str, ClipMotion]) -> dict[str, list[Track]]:
-    """Ground truth, static head, and truth paired with the next clip's audio (absent with one clip)."""
-    ids = sorted(clips)
-    out: dict[str, list[Track]] = {name: [] for name in BASELINES}
-    for i, clip_id in enumerate(ids):
-        clip, partner = clips[clip_id], clips[ids[(i + 1) % len(ids)]]
-        n = len(clip.motion)
-        out[GROUND_TRUTH].append(Track(clip_id, clip.motion, clip.mel, clip.valid, None))
-        out[STATIC].append(Track(clip_id, np.repeat(clip.motion[:1], n, axis=0), clip.mel, np.ones(n, bool), clip.motion))
-        if partner is not clip:
-            m = min(n, len(partner.motion))
-            out[OTHER_AUDIO].append(Track(clip_id, clip.motion[:m], partner.mel[:AUDIO_PER_FRAME * m], clip.valid[:m], None))
-    return {name: tracks for name, tracks in out.items() if tracks}
-
-
-def build_variants(generators: dict[str, MotionGenerator], clips: dict[str, ClipMotion]) -> dict[str, list[Track]]:
-    variants = {}
-    for name, generator in generators.items():
-        variants[name] = [rollout(generator, clips[c]) for c in tqdm(sorted(clips), desc=f"roll-out {name}",
-                                                                     mininterval=PROGRESS_INTERVAL_S)]
-    return {**variants, **baselines(clips)}
-
-
-# ------------------------------------------------------------------------------------- sync
-
-
-def clip_sync(syncer: Syncer, features: np.ndarray, mel: np.ndarray, valid: np.ndarray, kernel: int,
-              max_offset_frames: int) -> dict | None:
-    """LSE-D, LSE-C and offset (video frames) of one motion/audio pair at the syncer's level.
-
-    The search covers +-max_offset_frames at level 0, the same time span (fewer samples) above."""
-    level = syncer.level
-    lc = level_clip("track", features, mel, valid, level, kernel)
-    if lc is None:
-        return None
-    curve = distance_curve(syncer, lc, lc, math.ceil(max_offset_frames / 2**level))
-    return lse(curve, level)
-
-
-def sync_metrics(syncers: list[Syncer], variants: dict[str, list[Track]], space: MotionSpace, kernel: int,
-                 max_offset_frames: int) -> tuple[dict, dict]:
-    """(summary level -> variant -> means, per-clip level -> variant -> clip -> numbers)."""
-    summary: dict = {}
-    per_clip: dict = {}
-    jobs = [(s, name) for s in syncers for name in variants]
-    for syncer, name in tqdm(jobs, desc="sync", mininterval=PROGRESS_INTERVAL_S):
-        key = f"level{syncer.level}"
-        rows = {}
-        for track in variants[name]:
-            result = clip_sync(syncer, space.syncer_features(track.motion), track.mel, track.valid, kernel,
-                               max_offset_frames)
-            if result is not None:
-                rows[track.clip_id] = result
-        if not rows:
-            continue
-        offsets = np.array([abs(r["offset_frames"]) for r in rows.values()])
-        summary.setdefault(key, {})[name] = {
-            "lse_c": float(np.mean([r["lse_c"] for r in rows.values()])),
-            "lse_d": float(np.mean([r["lse_d"] for r in rows.values()])),
-            "offset_abs_frames": float(offsets.mean()),
-            "offsets_within_tolerance": float(np.mean(offsets <= OFFSET_TOLERANCE_FRAMES)),
-        }
-        per_clip.setdefault(key, {})[name] = rows
-    return summary, per_clip
 
 
 # ------------------------------------------------------------------------------------- dynamics
@@ -264,7 +173,7 @@ def evaluate(test: Path, space_path: Path, model: Path, ablations: list[Path], s
     clips = load_split(test, space)
     fps = next(iter(clips.values())).fps
     variants = build_variants(generators, clips)
-    syncers = [load_syncer(p) for p in syncer_paths]
+    syncers = [Syncer.load(p) for p in syncer_paths]
     sync, sync_per_clip = sync_metrics(syncers, variants, space, kernel, settings.max_offset_frames)
     motion_summary, histograms = dynamics_metrics(variants, fps, crop_size, settings.dynamics_window_frames,
                                                   settings.dynamics_hop_frames, settings.histogram_bins)

@@ -20,7 +20,8 @@ from . import __version__
 from .audio import log_mel
 from .config import FeatureSettings, LandmarkerSettings
 from .errors import MssyncError
-from .landmarks import N_BLENDSHAPES, N_LANDMARKS, landmarks_array, model_sha256, open_landmarker, to_mp_image
+from .mesh import N_BLENDSHAPES, N_LANDMARKS
+from .landmarks import landmarks_array, model_sha256, open_landmarker, to_mp_image
 from .media import iter_frames, read_wav
 from .records import OK, read_record
 from .schema import audio_frames_per_video_frame, features_table, write_table

@@ -17,13 +17,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .audio import standardise_audio
+from .clips import load_split
+from .constants import STD_FLOOR
+from .device import pick_device
+from .dynamics import pose_velocity_std
 from .errors import MssyncError
 from .generator import AUDIO_PER_FRAME, FrameDiscriminator, Generator, GeneratorSettings, SequenceDiscriminator, hinge_d, hinge_g
-from .motion import MotionSpace, load_split
+from .motion import MotionSpace
 from .pyramid import AUDIO_WINDOW, MOTION_WINDOW, temporal_pyramid
 from .schema import read_metadata
-from .syncer import Syncer, pick_device
-from .syncer_train import STD_FLOOR, load_syncer, standardise_audio
+from .syncer import Syncer
 from .training import fingerprint, load_resume, read_tsv, save, write_tsv
 
 log = logging.getLogger(__name__)
@@ -31,7 +35,6 @@ log = logging.getLogger(__name__)
 TRAIN_COLUMNS = ("iteration", "d_loss", "d_real", "d_fake", "g_total", "g_adv", "g_sync", "g_sup", "g_rec", "seconds")
 VAL_COLUMNS = ("iteration", "val_sync_cos", "val_l2", "val_pose_velocity_ratio")
 SYNC_AUDIO_PAD = 4 * AUDIO_WINDOW  # audio rows added (replicated) at a track's end so every motion window has audio
-POSE_DIMS = slice(0, 6)  # rotation (3) and translation (3) of the motion vector
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,10 +158,6 @@ def feature_settings(split: Path) -> dict:
             "fmin": meta["mel_fmin"], "fmax": meta["mel_fmax"], "preemphasis": meta["preemphasis"]}
 
 
-def pose_velocity_std(motion: np.ndarray) -> float:
-    return float(np.diff(motion[:, POSE_DIMS], axis=0).std())
-
-
 @torch.no_grad()
 def validate(generator: Generator, sync: SyncLoss, clips: list[GanClip], s: GanSettings, std: np.ndarray,
              device: torch.device) -> dict[str, float]:
@@ -207,7 +206,7 @@ def train_gan(train: Path, val: Path, space_path: Path, syncer_paths: dict[int, 
     generator = Generator(space.dim, n_mels, motion_groups(space), settings.model).to(device)
     seq_d = SequenceDiscriminator(space.dim, settings.model).to(device)
     frame_d = FrameDiscriminator(space.dim, settings.model).to(device)
-    sync = SyncLoss({level: load_syncer(syncer_paths[level], device) for level in settings.sync_levels},
+    sync = SyncLoss({level: Syncer.load(syncer_paths[level], device) for level in settings.sync_levels},
                     space, mean, std, kernel).to(device)
     opt_g = torch.optim.Adam(generator.parameters(), lr=settings.lr_g, betas=(0.0, 0.999))
     opt_d = torch.optim.Adam([*seq_d.parameters(), *frame_d.parameters()], lr=settings.lr_d, betas=(0.0, 0.999))

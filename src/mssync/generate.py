@@ -21,14 +21,13 @@ import pyarrow as pa
 import torch
 
 from . import __version__
-from .audio import log_mel
+from .audio import log_mel, standardise_audio
 from .config import FeatureSettings
+from .device import pick_device
 from .errors import MssyncError
 from .generator import AUDIO_PER_FRAME, Generator, GeneratorSettings
 from .motion import MotionSpace
 from .schema import nested_list, encode_metadata, write_table
-from .syncer import pick_device
-from .syncer_train import standardise_audio
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,6 @@ from .errors import MssyncError
 
 log = logging.getLogger(__name__)
 
-N_LANDMARKS = 478
-N_BLENDSHAPES = 52
 
 
 @dataclasses.dataclass(frozen=True)

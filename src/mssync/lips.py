@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .motion import LIP_LANDMARKS
+from .mesh import LIP_LANDMARKS, LOWER_INNER_LIP, UPPER_INNER_LIP
 
-UPPER_INNER_LIP, LOWER_INNER_LIP = 13, 14
 DB = 10.0  # dB = 10 log10(power)
 MIN_OVERLAP = 3  # frames a lag must leave to compute a correlation at all
 CONSTANT_TOLERANCE = 1e-9  # relative spread below which a signal counts as constant

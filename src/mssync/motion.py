@@ -23,39 +23,23 @@ numpy arrays and (differentiably) on torch tensors.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .atomic import atomic_path, write_json_atomic
+from .atomic import atomic_path
 from .config import MotionSettings
 from .errors import MssyncError
-from .landmarks import N_LANDMARKS
-from .schema import list_column_to_numpy, read_table
+from .mesh import N_LANDMARKS, RIGID_LANDMARKS, SYNCER_LANDMARKS
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 KNOWN_FORMAT_VERSIONS = {1}
-
-# Landmarks that move with the skull and (almost) not with speech or expression: forehead and
-# midline (10, 151, 9, 8), nose bridge and tip (168, 6, 197, 195, 5, 4, 1), eye corners (33, 133,
-# 362, 263), temples/cheek contour (234, 454, 127, 356, 21, 251) and upper forehead (109, 338, 67,
-# 297). No mouth, jaw or eyelid points: those are expression.
-RIGID_LANDMARKS = (10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1, 33, 133, 362, 263,
-                   234, 454, 127, 356, 21, 251, 109, 338, 67, 297)
-# MediaPipe Face Mesh lip loops (FACEMESH_LIPS order) and the lower face contour (jaw and chin).
-OUTER_LIP_LANDMARKS = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
-INNER_LIP_LANDMARKS = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191)
-LIP_LANDMARKS = OUTER_LIP_LANDMARKS + INNER_LIP_LANDMARKS
-JAW_LANDMARKS = (152, 148, 176, 149, 150, 136, 172, 58, 132, 377, 400, 378, 379, 365, 397, 288, 361)
-SYNCER_LANDMARKS = LIP_LANDMARKS + JAW_LANDMARKS
 
 GPA_ITERATIONS = 3
 SMALL_ANGLE2 = 1e-8  # squared angle below which Rodrigues uses its Taylor series
@@ -130,7 +114,7 @@ def _normalise_shape(shape: np.ndarray) -> np.ndarray:
     return centred / radius
 
 
-def _face_frames(landmarks: np.ndarray, face_found: np.ndarray) -> np.ndarray:
+def face_frames(landmarks: np.ndarray, face_found: np.ndarray) -> np.ndarray:
     """Frames with a face and finite landmarks."""
     finite = np.isfinite(landmarks).all(axis=(-2, -1))
     return np.asarray(face_found, bool) & finite
@@ -211,7 +195,7 @@ class MotionSpace:
     @classmethod
     def fit(cls, clips: list[tuple[np.ndarray, np.ndarray]], settings: MotionSettings) -> "MotionSpace":
         """Canonical mesh (GPA) and expression PCA from the frames with a face of `clips`."""
-        frames = [np.asarray(lm, np.float64)[_face_frames(lm, ff)] for lm, ff in clips]
+        frames = [np.asarray(lm, np.float64)[face_frames(lm, ff)] for lm, ff in clips]
         data = np.concatenate(frames) if frames else np.zeros((0, N_LANDMARKS, 3))
         k = settings.expression_components
         if len(data) < 2:
@@ -264,7 +248,7 @@ class MotionSpace:
         Frames without a face are filled (see fill_gaps); then, if `smooth`, the centred moving
         average of width smooth_frames runs over the whole sequence.
         """
-        present = _face_frames(landmarks, face_found)
+        present = face_frames(landmarks, face_found)
         motion = np.zeros((len(present), self.dim), np.float32)
         if present.any():
             motion[present] = self.encode_frames(np.asarray(landmarks)[present])
@@ -343,118 +327,3 @@ class MotionSpace:
 def _unpose(landmarks: np.ndarray, s: np.ndarray, r: np.ndarray, t: np.ndarray) -> np.ndarray:
     """R^T (L - t) / s, per frame."""
     return ((landmarks - t[:, None, :]) @ r) / s[:, None, None]
-
-
-# --------------------------------------------------------------------------- splits
-
-
-@dataclasses.dataclass
-class ClipMotion:
-    clip_id: str
-    motion: np.ndarray  # (T, D) float32
-    valid: np.ndarray  # (T,) bool
-    mel: np.ndarray  # (T * k, n_mels) float32; video frame t owns rows [k t, k t + k)
-    fps: int
-    speaker: str | None = None
-
-
-def read_clips(path: Path, columns: list[str]) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
-    """clip_id -> {column: array in frame order}, in order of first appearance; and the file metadata."""
-    table, meta = read_table(path, columns=["clip_id", "frame", *columns])
-    ids = np.asarray(table.column("clip_id").to_pylist())
-    frame = table.column("frame").to_numpy()
-    arrays = {}
-    for name in columns:
-        col = table.column(name)
-        arrays[name] = (col.to_numpy(zero_copy_only=False) if name == "face_found" else list_column_to_numpy(col))
-    clips = {}
-    for clip_id in dict.fromkeys(ids.tolist()):
-        rows = np.flatnonzero(ids == clip_id)
-        rows = rows[np.argsort(frame[rows], kind="stable")]
-        clips[clip_id] = {name: arr[rows] for name, arr in arrays.items()}
-    return clips, meta
-
-
-def _speakers(path: Path, meta: dict[str, Any]) -> dict[str, str]:
-    """clip_id -> speaker, from the metadata or the dataset stage's splits.csv beside the file."""
-    if isinstance(meta.get("speakers"), dict):
-        return dict(meta["speakers"])
-    csv_path = path.parent / "splits.csv"
-    if not csv_path.is_file():
-        return {}
-    with csv_path.open(encoding="utf-8") as fh:
-        return {row["clip_id"]: row["speaker"] for row in csv.DictReader(fh) if row.get("speaker")}
-
-
-def load_split(path: Path, space: MotionSpace) -> dict[str, ClipMotion]:
-    """Encode every clip of a split file (gap fill and smoothing included)."""
-    clips, meta = read_clips(Path(path), ["face_found", "landmarks", "mel"])
-    speakers = _speakers(Path(path), meta)
-    out = {}
-    for clip_id, cols in clips.items():
-        motion, valid = space.encode(cols["landmarks"], cols["face_found"])
-        mel = cols["mel"]
-        out[clip_id] = ClipMotion(clip_id=clip_id, motion=motion, valid=valid,
-                                  mel=mel.reshape(-1, mel.shape[-1]).astype(np.float32),
-                                  fps=int(meta.get("fps", 25)), speaker=speakers.get(clip_id))
-    return out
-
-
-# --------------------------------------------------------------------------- the stage
-
-
-def reconstruction_errors(space: MotionSpace, landmarks: np.ndarray, crop_size: int) -> dict[str, Any]:
-    """Euclidean per-landmark error (px of the crop) of decode(encode_frames(L)) and of the rigid fit alone."""
-    if len(landmarks) == 0:
-        return {"frames": 0}
-    err = np.linalg.norm(space.decode(space.encode_frames(landmarks)) - landmarks, axis=-1) * crop_size
-    lips = err[:, list(LIP_LANDMARKS)]
-    s, r, t = space.rigid_fit(landmarks)
-    rigid = list(RIGID_LANDMARKS)
-    posed = s[:, None, None] * (space.canonical[rigid].astype(np.float64) @ np.swapaxes(r, -1, -2)) + t[:, None]
-    rigid_err = np.linalg.norm(posed - landmarks[:, rigid], axis=-1) * crop_size
-    return {
-        "frames": int(len(landmarks)),
-        "mean_px": float(err.mean()), "p95_px": float(np.percentile(err, 95)), "max_px": float(err.max()),
-        "lips_mean_px": float(lips.mean()), "lips_p95_px": float(np.percentile(lips, 95)),
-        "rigid_fit_residual_mean_px": float(rigid_err.mean()),
-        "rigid_fit_residual_p95_px": float(np.percentile(rigid_err, 95)),
-    }
-
-
-def _face_landmarks(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
-    clips, _ = read_clips(Path(path), ["face_found", "landmarks"])
-    return [(c["landmarks"], c["face_found"]) for c in clips.values()]
-
-
-def fit_motion_space(train: Path, val: Path, test: Path, out: Path, metrics: Path, settings: MotionSettings,
-                     crop_size: int = 256) -> dict:
-    """Fit on train only, save the space to `out`, and write fit and reconstruction metrics to `metrics`."""
-    start = time.perf_counter()
-    train_clips = _face_landmarks(train)
-    space = MotionSpace.fit(train_clips, settings)
-    space.save(out)
-    fit_s = time.perf_counter() - start
-    report: dict[str, Any] = {
-        "components": space.expression_dim, "dim": space.dim, "syncer_dim": space.syncer_dim,
-        "train_frames_with_face": space.fit_frames,
-        "explained_variance_ratio": float(space.explained_variance_ratio.sum()),
-        "explained_variance_ratio_per_component": [round(float(v), 6) for v in space.explained_variance_ratio],
-        "component_std": [round(float(v), 6) for v in space.component_std],
-        "reconstruction_note": ("decode(encode) without gap filling or smoothing, on frames with a face; "
-                                f"Euclidean error per landmark in pixels of the {crop_size}x{crop_size} crop; "
-                                "rigid_fit_residual: pose only, canonical rigid landmarks vs observed"),
-        "fit_seconds": round(fit_s, 2),
-    }
-    recon = {}
-    for name, path, clips in (("train", train, train_clips), ("val", val, None), ("test", test, None)):
-        clips = clips if clips is not None else _face_landmarks(path)
-        faces = [lm[_face_frames(lm, ff)] for lm, ff in clips]
-        data = np.concatenate(faces).astype(np.float64) if faces else np.zeros((0, N_LANDMARKS, 3))
-        recon[name] = reconstruction_errors(space, data, crop_size)
-    report["reconstruction_unsmoothed"] = recon
-    report["seconds"] = round(time.perf_counter() - start, 2)
-    write_json_atomic(metrics, report)
-    log.info("motion space: D=%d (K=%d), explained variance %.3f, test error %.3f px mean",
-             space.dim, space.expression_dim, report["explained_variance_ratio"], recon["test"].get("mean_px", float("nan")))
-    return report

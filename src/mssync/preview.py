@@ -15,18 +15,19 @@ import dataclasses
 import itertools
 import logging
 import math
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from .atomic import atomic_path
 from .config import LandmarkerSettings, PreviewSettings
 from .errors import MediaError
 from .landmarks import detect_faces, open_landmarker
 from .media import MediaInfo, iter_frames, probe
+from .sheets import get_font, pick_frames, spread_indices
+from .mesh import FACE_OVAL, INNER_LIP_LANDMARKS, LEFT_EYE, LEFT_EYEBROW, OUTER_LIP_LANDMARKS, RIGHT_EYE, RIGHT_EYEBROW
 from .records import OK, read_record
 from .schema import list_column_to_numpy, read_metadata, read_table
 
@@ -60,17 +61,9 @@ LABEL_TEXT = (0, 0, 0)
 NO_FACE_TEXT = (255, 90, 90)
 
 # MediaPipe face-mesh loops (the same indices as FaceLandmarksConnections), drawn as polylines.
-FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
-             152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
-LEFT_EYE = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)
-RIGHT_EYE = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
-LEFT_EYEBROW = ((276, 283, 282, 295, 285), (300, 293, 334, 296, 336))
-RIGHT_EYEBROW = ((46, 53, 52, 65, 55), (70, 63, 105, 66, 107))
-LIPS_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
-LIPS_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191)
 CLOSED_CONTOURS = (FACE_OVAL, LEFT_EYE, RIGHT_EYE)
 OPEN_CONTOURS = (*LEFT_EYEBROW, *RIGHT_EYEBROW)
-LIP_CONTOURS = (LIPS_OUTER, LIPS_INNER)
+LIP_CONTOURS = (OUTER_LIP_LANDMARKS, INNER_LIP_LANDMARKS)
 
 
 @dataclasses.dataclass
@@ -350,37 +343,6 @@ def probe_text(probe_stats: dict) -> str:
 
 
 # ---------------------------------------------------------------- shared helpers
-
-
-def spread_indices(n_frames: int, count: int) -> list[int]:
-    """`count` frame numbers spread evenly from the first frame to the last."""
-    if n_frames <= 0 or count <= 0:
-        return []
-    return sorted({int(i) for i in np.linspace(0, n_frames - 1, num=min(count, n_frames)).round()})
-
-
-def pick_frames(frames: Iterator[np.ndarray], indices: Iterable[int]) -> Iterator[tuple[int, np.ndarray]]:
-    """Keep only the wanted frames of a decoding stream, and stop ffmpeg after the last one,
-    so a long clip is never held in memory nor decoded to its end."""
-    wanted = set(indices)
-    if not wanted:
-        return
-    last = max(wanted)
-    with contextlib.closing(frames):  # type: ignore[type-var]
-        for index, frame in enumerate(frames):
-            if index in wanted:
-                yield index, frame
-            if index >= last:
-                break
-
-
-@lru_cache(maxsize=4)
-def get_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    """Pillow's bundled font (no system fonts needed); sized where Pillow supports it."""
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: one fixed-size bitmap font
-        return ImageFont.load_default()
 
 
 def wrap_text(text: str, font: Any, max_width: float) -> list[str]:

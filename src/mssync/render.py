@@ -30,9 +30,11 @@ from .config import RenderSettings
 from .errors import MssyncError
 from .generate import MotionGenerator
 from .media import iter_frames, open_video_writer, probe, read_wav
-from .motion import MotionSpace, read_clips
-from .preview import get_font, pick_frames, spread_indices
-from .warp import PortraitWarper, SUBPIXEL_BITS, face_region_mask, mediapipe_mesh, to_pixels
+from .clips import read_clips
+from .motion import MotionSpace
+from .sheets import get_font, pick_frames, spread_indices
+from .mesh import mediapipe_mesh
+from .warp import PortraitWarper, SUBPIXEL_BITS, face_region_mask, to_pixels
 
 log = logging.getLogger(__name__)
 

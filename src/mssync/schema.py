@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from .atomic import atomic_path
 from .errors import MssyncError, SchemaVersionError
-from .landmarks import N_BLENDSHAPES, N_LANDMARKS
+from .mesh import N_BLENDSHAPES, N_LANDMARKS
 
 SCHEMA_VERSION = 1
 KNOWN_SCHEMA_VERSIONS = {1}

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -147,6 +149,17 @@ class Syncer(nn.Module):
         assert motion.shape[-2] == MOTION_WINDOW and audio.shape[-2] == AUDIO_WINDOW, (motion.shape, audio.shape)
         return self.motion(motion), self.audio(audio)
 
+    @classmethod
+    def load(cls, path: Path, device: torch.device | str = "cpu") -> "Syncer":
+        """A trained syncer, frozen and in eval mode, with the recipe it was trained with
+        (`settings`, `kernel`, `seed`): scoring code reads them here instead of being told again.
+        Checkpoints load with weights_only=True."""
+        blob = torch.load(path, map_location=device, weights_only=True)
+        model = cls(blob["n_features"], blob["n_mels"], SyncerSettings.from_dict(blob["settings"]), blob["level"])
+        model.load_state_dict(blob["state_dict"])
+        model.settings, model.kernel, model.seed = SyncerSettings.from_dict(blob["settings"]), blob["kernel"], blob["seed"]
+        return model.to(device).eval().requires_grad_(False)
+
     def similarity(self, motion: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """Cosine of matching windows, (B,): the sync score the generator's loss maximises."""
         m, a = self(motion, audio)
@@ -167,10 +180,3 @@ def info_nce(motion: torch.Tensor, audio: torch.Tensor, margin: float, temperatu
     motion_to_audio = F.cross_entropy(logits.flatten(0, 1), target.flatten())
     audio_to_motion = F.cross_entropy(logits.transpose(1, 2).flatten(0, 1), target.flatten())
     return motion_to_audio + audio_to_motion
-
-
-def pick_device(name: str) -> torch.device:
-    """`auto` takes CUDA when present; everything also runs on CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from .atomic import write_json_atomic
 from .motion import MotionSpace
-from .syncer_train import load_syncer, prepare_level
+from .syncer import Syncer
+from .windows import prepare_level
 from .syncmetrics import evaluate_level
 
 log = logging.getLogger(__name__)
@@ -17,7 +18,7 @@ def evaluate_syncers(test: Path, space_path: Path, models: list[Path], out: Path
     space = MotionSpace.load(space_path)
     report: dict = {"split": str(test), "levels": {}}
     for path in models:
-        model = load_syncer(path)
+        model = Syncer.load(path)
         clips = prepare_level(test, space, model.level, kernel)
         result = evaluate_level(model, clips, group_size)
         result["clips"] = len(clips)

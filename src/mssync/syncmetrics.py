@@ -17,7 +17,7 @@ import torch
 
 from .pyramid import AUDIO_PER_MOTION, AUDIO_WINDOW, MOTION_WINDOW
 from .syncer import Syncer
-from .syncer_train import LevelClip, evaluation_groups
+from .windows import LevelClip, evaluation_groups
 
 MAX_OFFSET_FRAMES = 15
 BOOTSTRAP_SAMPLES = 2000

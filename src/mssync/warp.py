@@ -18,65 +18,22 @@ faded in with the extra opening.
 from __future__ import annotations
 
 import dataclasses
-from functools import lru_cache
 
 import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
 from .config import RenderSettings
-from .landmarks import N_LANDMARKS
-from .motion import INNER_LIP_LANDMARKS
+from .mesh import MOUTH_PAIRS, N_LANDMARKS, OUTER_LIP_SAMPLE, mediapipe_mesh
 
 SUBPIXEL_BITS = 4  # cv2.fillPoly fixed-point precision: 1/16 pixel
 REFERENCE_SIZE = 256  # the *_px settings are in pixels of a 256 crop; they scale with the size
-# Inner-lip landmark pairs (upper, lower) across the mouth, corner to corner: the opening is their mean gap.
-MOUTH_PAIRS = ((80, 88), (81, 178), (82, 87), (13, 14), (312, 317), (311, 402), (310, 318))
-OUTER_LIP_SAMPLE = (0, 17, 37, 84, 267, 314, 40, 91, 270, 321)  # where the portrait's lip colour is read
 CAVITY_DARKNESS = 0.28  # the cavity is the portrait's lip colour at this brightness
 TEETH_COLOUR = np.array([178, 172, 162], np.float32)  # off-white in the mouth's shade
 FILL_BLUR = (5, 5)  # softens the cavity/teeth edges and their blend into the lips (pixels at any size)
 
 
 # --------------------------------------------------------------------------- topology
-
-
-def _ordered_ring(edges: list[tuple[int, int]]) -> list[int]:
-    """Chain undirected edges that form one closed loop into its vertex order."""
-    neighbours: dict[int, list[int]] = {}
-    for a, b in edges:
-        neighbours.setdefault(a, []).append(b)
-        neighbours.setdefault(b, []).append(a)
-    start = edges[0][0]
-    ring, previous = [start], None
-    while True:
-        current = ring[-1]
-        nxt = next(n for n in neighbours[current] if n != previous)
-        if nxt == start:
-            return ring
-        previous = current
-        ring.append(nxt)
-
-
-@lru_cache(maxsize=1)
-def mediapipe_mesh() -> dict[str, np.ndarray]:
-    """MediaPipe's face tessellation triangles and the rings of its holes and outline.
-
-    The tessellation is published as edges, three per triangle in order; the rings are chained
-    from the connection lists of the lips' inner contour, the eyes and the face oval."""
-    from mediapipe.tasks.python.vision import FaceLandmarksConnections as C
-
-    edges = np.array([(c.start, c.end) for c in C.FACE_LANDMARKS_TESSELATION]).reshape(-1, 3, 2)
-    lips = [(c.start, c.end) for c in C.FACE_LANDMARKS_LIPS]
-    inner_lip = [e for e in lips if set(e) <= set(INNER_LIP_LANDMARKS)]  # starts at the corner 78
-    return {  # every ring starts at a corner (mouth 78, eyes 263 and 33), as _strip_triangles wants
-        "face": edges[:, :, 0],
-        "mouth": np.array(_ordered_ring(inner_lip)),
-        "left_eye": np.array(_ordered_ring([(c.start, c.end) for c in C.FACE_LANDMARKS_LEFT_EYE])),
-        "right_eye": np.array(_ordered_ring([(c.start, c.end) for c in C.FACE_LANDMARKS_RIGHT_EYE])),
-        "oval": np.array(_ordered_ring([(c.start, c.end) for c in C.FACE_LANDMARKS_FACE_OVAL])),
-        "edges": np.unique(np.sort(edges.reshape(-1, 2), axis=1), axis=0),
-    }
 
 
 def _strip_triangles(ring: np.ndarray) -> np.ndarray:
