@@ -1,7 +1,7 @@
 # mssync: MS-Sync talking-head pipeline. Thin by design: logic lives in src/mssync (`mssync <command>`).
 from snakemake.utils import min_version
 
-from mssync.config import validate_params
+from mssync.core.config import validate_params
 
 min_version("9.0")
 

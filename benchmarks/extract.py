@@ -19,11 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from mssync.config import FeatureSettings, LandmarkerSettings, load_params
-from mssync.features import extract_features
-from mssync.landmarks import open_landmarker, to_mp_image
-from mssync.media import iter_frames
-from mssync.records import read_record
+from mssync.core.config import FeatureSettings, LandmarkerSettings, load_params
+from mssync.features.features import extract_features
+from mssync.media.landmarks import open_landmarker, to_mp_image
+from mssync.media.ffmpeg import iter_frames
+from mssync.core.records import read_record
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mssync.audio import log_mel
-from mssync.config import FeatureSettings, load_params
-from mssync.generator import AUDIO_PER_FRAME, Generator, GeneratorSettings
+from mssync.media.audio import log_mel
+from mssync.core.config import FeatureSettings, load_params
+from mssync.gan.model import AUDIO_PER_FRAME, Generator, GeneratorSettings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -38,7 +38,7 @@ GOAL_X_REALTIME = 20.0  # the issue's target: at least 20x faster than real time
 def load_generator(model: Path, space: Path, params: dict, preset: str | None) -> tuple[Generator, FeatureSettings, str, str]:
     """(generator in eval mode on CPU, its feature settings, 'trained' | 'random-init', where from)."""
     if preset is None and model.is_file() and space.is_file():
-        from mssync.generate import MotionGenerator
+        from mssync.gan.generate import MotionGenerator
 
         loaded = MotionGenerator.load(model, space, device="cpu")
         return loaded.model, loaded.features, "trained", str(model.relative_to(REPO) if model.is_relative_to(REPO) else model)
@@ -54,7 +54,7 @@ def speech(seconds: float) -> tuple[np.ndarray, str]:
     """`seconds` of a real sample clip's audio (looped) when the shared clips are there, else synthetic."""
     clip = SHARED / "data/clips/vox2-00015.mp4"
     if clip.is_file():
-        from mssync.media import decode_audio
+        from mssync.media.ffmpeg import decode_audio
 
         samples = decode_audio(clip, SAMPLE_RATE)
         n = int(seconds * SAMPLE_RATE)

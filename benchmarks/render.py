@@ -38,10 +38,10 @@ def warp_fps(runs: int, frames: int) -> dict:
     import cv2
     import torch
 
-    from mssync.config import load_section
-    from mssync.media import iter_frames
-    from mssync.schema import list_column_to_numpy, read_table
-    from mssync.warp import PortraitWarper
+    from mssync.core.config import load_section
+    from mssync.media.ffmpeg import iter_frames
+    from mssync.features.schema import list_column_to_numpy, read_table
+    from mssync.render.warp import PortraitWarper
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)

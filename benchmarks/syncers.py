@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mssync.config import load_params
-from mssync.motion import MotionSpace
-from mssync.syncer import Syncer, SyncerSettings, info_nce, pick_device
-from mssync.syncer_train import sample_batch
-from mssync.windows import prepare_level
+from mssync.core.config import load_params
+from mssync.motion.space import MotionSpace
+from mssync.syncers.model import Syncer, SyncerSettings, info_nce, pick_device
+from mssync.syncers.train import sample_batch
+from mssync.syncers.windows import prepare_level
 
 REPO = Path(__file__).resolve().parents[1]
 WARMUP_STEPS = 5

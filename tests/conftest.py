@@ -14,8 +14,8 @@ from typing import Callable
 
 import pytest
 
-from mssync.config import CropSettings, FeatureSettings, LandmarkerSettings, load_params
-from mssync.records import OK, read_record, write_record
+from mssync.core.config import CropSettings, FeatureSettings, LandmarkerSettings, load_params
+from mssync.core.records import OK, read_record, write_record
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -106,7 +106,7 @@ def crop_sample(
 
     Also checks that the returned record is the one on disk.
     """
-    from mssync.crop import crop_clip
+    from mssync.data.crop import crop_clip
 
     out_dir = tmp_path / "clips"
     returned = crop_clip(make_raw(tmp_path, clip_id, src_path, trim), out_dir, crop_settings, landmarker_settings)
@@ -124,10 +124,10 @@ TINY_DATASET_CLIPS = {"vox2-00015": "train", "vox2-00086": "val", "vox2-00373": 
 def tiny_dataset(tmp_path_factory, sample_clip, crop_settings, landmarker_settings, feature_settings) -> dict:
     """Three real 5 s clips through the real crop, features and dataset stages (one clip per split),
     and a motion space fitted on the train clip: what GAN and rendering tests build on."""
-    from mssync.config import DatasetSettings, MotionSettings
-    from mssync.dataset import build_dataset
-    from mssync.features import extract_features
-    from mssync.motion_space import fit_motion_space
+    from mssync.core.config import DatasetSettings, MotionSettings
+    from mssync.features.dataset import build_dataset
+    from mssync.features.features import extract_features
+    from mssync.motion.motion_space import fit_motion_space
 
     root = tmp_path_factory.mktemp("tiny-dataset")
     rows = ["id,url,speaker,start_s,end_s,split"]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mssync.config import CropSettings, load_params, load_section, validate_params
-from mssync.errors import ConfigError
+from mssync.core.config import CropSettings, load_params, load_section, validate_params
+from mssync.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 

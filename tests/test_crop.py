@@ -16,12 +16,12 @@ import pytest
 import soundfile
 
 from conftest import crop_sample, make_raw, requires_clips, run_ffmpeg, video_frame_times
-from mssync.crop import Box, ProbeStats, check_faces, crop_clip, face_box, probe_stats
-from mssync.errors import ClipRejected, MssyncError
-from mssync.landmarks import Face
-from mssync.mesh import N_LANDMARKS
-from mssync.media import probe
-from mssync.records import OK, REJECTED, read_record, write_record
+from mssync.data.crop import Box, ProbeStats, check_faces, crop_clip, face_box, probe_stats
+from mssync.core.errors import ClipRejected
+from mssync.media.landmarks import Face
+from mssync.media.mesh import N_LANDMARKS
+from mssync.media.ffmpeg import probe
+from mssync.core.records import OK, REJECTED, read_record, write_record
 
 GOOD = "vox2-00010"  # 224x224, 25 fps, 16 kHz mono, 4.24 s
 OTHER = "vox2-00086"  # another speaker, same format
@@ -255,7 +255,7 @@ def test_variable_frame_rate_becomes_cfr(tmp_path, vfr, crop_settings, landmarke
 @pytest.mark.integration
 def test_rotated_clip_is_cropped_upright(tmp_path, rotated, sideways, crop_settings, landmarker_settings,
                                          feature_settings):
-    from mssync.features import extract_features
+    from mssync.features.features import extract_features
 
     source = probe(rotated)
     assert source.rotation in (90, 270)
@@ -327,7 +327,7 @@ def beep_wav(path: Path, start_s: float, duration_s: float = 4.0, rate: int = 16
 
 def flash_and_beep_times(record: dict, out_dir: Path) -> tuple[float, float]:
     """When the green square first shows in the cropped video, and when the beep starts in the wav."""
-    from mssync.media import iter_frames
+    from mssync.media.ffmpeg import iter_frames
 
     size = record["output"]["size"]
     green = [float((f[:16, :16, 1].astype(int) - f[:16, :16, [0, 2]].mean(axis=2)).mean())

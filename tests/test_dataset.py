@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mssync.config import DatasetSettings
-from mssync.dataset import assign_splits, build_dataset, split_counts
-from mssync.errors import MssyncError
-from mssync.records import write_record
-from mssync.schema import features_table, read_metadata, read_table, write_table
+from mssync.core.config import DatasetSettings
+from mssync.features.dataset import assign_splits, build_dataset, split_counts
+from mssync.core.errors import MssyncError
+from mssync.core.records import write_record
+from mssync.features.schema import features_table, read_metadata, read_table, write_table
 
 SETTINGS = DatasetSettings(seed=0, val_fraction=0.12, test_fraction=0.16, min_face_fraction=0.9)
 

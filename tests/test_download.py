@@ -25,11 +25,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from mssync.config import DownloadSettings
-from mssync.download import cache_name, download_clip
-from mssync.errors import ClipRejected, MssyncError
-from mssync.manifest import ClipEntry
-from mssync.records import OK, REJECTED, read_record
+from mssync.core.config import DownloadSettings
+from mssync.data.download import cache_name, download_clip
+from mssync.core.errors import ClipRejected, MssyncError
+from mssync.data.manifest import ClipEntry
+from mssync.core.records import OK, REJECTED, read_record
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CLIPS_DIR = SHARED / "data" / "clips"

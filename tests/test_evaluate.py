@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from mssync import dynamics, lips
-from mssync.clips import ClipMotion
-from mssync.evaluate import EvaluationSettings, dynamics_metrics, tsv
-from mssync.gan_eval import GROUND_TRUTH, OTHER_AUDIO, STATIC, Track, baselines, clip_sync
-from mssync.pyramid import AUDIO_PER_MOTION, MOTION_WINDOW
+from mssync.motion import dynamics
+from mssync.evaluation import lips
+from mssync.motion.clips import ClipMotion
+from mssync.evaluation.evaluate import EvaluationSettings, dynamics_metrics, tsv
+from mssync.gan.evaluate import GROUND_TRUTH, OTHER_AUDIO, STATIC, Track, baselines, clip_sync
+from mssync.syncers.pyramid import AUDIO_PER_MOTION, MOTION_WINDOW
 
 KERNEL = 7
 FPS = 25
@@ -193,7 +194,7 @@ def test_settings_are_validated_against_the_schema():
     good = {"ablations": {"single_scale": [0]}, "max_offset_frames": 15, "lip_lag_ms": 200,
             "dynamics_window_frames": 25, "dynamics_hop_frames": 5, "histogram_bins": 40}
     assert EvaluationSettings.from_json(json.dumps(good)).ablations == {"single_scale": [0]}
-    from mssync.errors import ConfigError
+    from mssync.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="evaluation.max_offset_frames"):
         EvaluationSettings.from_json(json.dumps({**good, "max_offset_frames": 0}))

@@ -14,13 +14,13 @@ import pytest
 import soundfile
 
 from conftest import MODEL_PATH, crop_sample, requires_clips
-from mssync.audio import log_mel
-from mssync.errors import MssyncError
-from mssync.features import extract_features, owned_mel
-from mssync.landmarks import model_sha256
-from mssync.media import read_wav
-from mssync.records import REJECTED, read_record
-from mssync.schema import (
+from mssync.media.audio import log_mel
+from mssync.core.errors import MssyncError
+from mssync.features.features import extract_features, owned_mel
+from mssync.media.landmarks import model_sha256
+from mssync.media.ffmpeg import read_wav
+from mssync.core.records import REJECTED, read_record
+from mssync.features.schema import (
     SCHEMA_VERSION,
     audio_frames_per_video_frame,
     list_column_to_numpy,
@@ -149,7 +149,7 @@ def test_rejected_crop_record_is_refused(tmp_path, sample_clip, crop_settings, l
 
 def test_wav_at_another_rate_than_the_record_is_refused(tmp_path, feature_settings, landmarker_settings):
     soundfile.write(tmp_path / "c.wav", np.zeros(75 * 441 * 4, np.float32), 44100, subtype="PCM_16")
-    from mssync.records import write_record
+    from mssync.core.records import write_record
 
     write_record(tmp_path / "c.json", "c", "crop", "ok", output={
         "video": "c.mp4", "audio": "c.wav", "size": 256, "fps": 25, "sample_rate": 16000, "frames": 75})

@@ -22,14 +22,14 @@ import pytest
 import torch
 
 from conftest import requires_clips, requires_ffmpeg, requires_model, run_ffmpeg
-from mssync.config import validate_params
-from mssync.gan import TRAIN_COLUMNS, VAL_COLUMNS, GanSettings, train_gan
-from mssync.gan_eval import evaluate_generator
-from mssync.generate import MotionGenerator
-from mssync.media import read_wav
-from mssync.schema import list_column_to_numpy, read_metadata, read_table
-from mssync.syncer import SyncerSettings
-from mssync.syncer_train import train_syncer
+from mssync.core.config import validate_params
+from mssync.gan.train import TRAIN_COLUMNS, VAL_COLUMNS, GanSettings, train_gan
+from mssync.gan.evaluate import evaluate_generator
+from mssync.gan.generate import MotionGenerator
+from mssync.media.ffmpeg import read_wav
+from mssync.features.schema import list_column_to_numpy, read_metadata, read_table
+from mssync.syncers.model import SyncerSettings
+from mssync.syncers.train import train_syncer
 
 pytestmark = [pytest.mark.integration, requires_clips, requires_model, requires_ffmpeg,
               pytest.mark.usefixtures("torch_one_thread")]
@@ -150,9 +150,9 @@ class Killed(Exception):
 def train_until_killed(data: dict, out_dir: Path, gan: dict, monkeypatch, at_validation: int) -> None:
     """Run train_gan and kill it when it starts validation number `at_validation`, i.e. after the
     previous validation's checkpoint was written (the loop validates, then checkpoints)."""
-    import mssync.gan
+    import mssync.gan.train
 
-    real, calls = mssync.gan.validate, []
+    real, calls = mssync.gan.train.validate, []
 
     def validate(*args, **kwargs):
         calls.append(1)
@@ -161,7 +161,7 @@ def train_until_killed(data: dict, out_dir: Path, gan: dict, monkeypatch, at_val
         return real(*args, **kwargs)
 
     with monkeypatch.context() as m:
-        m.setattr(mssync.gan, "validate", validate)
+        m.setattr(mssync.gan.train, "validate", validate)
         with pytest.raises(Killed):
             train(data, out_dir, gan)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from mssync.generator import (AUDIO_PER_FRAME, AudioPyramid, Branches, FrameDiscriminator, Generator,
+from mssync.gan.model import (AUDIO_PER_FRAME, AudioPyramid, Branches, FrameDiscriminator, Generator,
                               GeneratorSettings, SequenceDiscriminator, causal_upsample, hinge_d, hinge_g)
 
 REPO = Path(__file__).resolve().parents[1]

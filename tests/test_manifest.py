@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mssync.errors import ManifestError
-from mssync.manifest import read_manifest
+from mssync.core.errors import ManifestError
+from mssync.data.manifest import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -14,14 +14,14 @@ import pytest
 import torch
 
 from conftest import crop_sample, requires_clips
-from mssync.config import MotionSettings
-from mssync.errors import MssyncError
-from mssync.features import extract_features
-from mssync.clips import load_split
-from mssync.mesh import JAW_LANDMARKS, LIP_LANDMARKS, RIGID_LANDMARKS
-from mssync.motion import FORMAT_VERSION, MotionSpace, axis_angle_to_matrix, matrix_to_axis_angle, moving_average
-from mssync.motion_space import fit_motion_space
-from mssync.schema import features_table, list_column_to_numpy, read_table, write_table
+from mssync.core.config import MotionSettings
+from mssync.core.errors import MssyncError
+from mssync.features.features import extract_features
+from mssync.motion.clips import load_split
+from mssync.media.mesh import JAW_LANDMARKS, LIP_LANDMARKS, RIGID_LANDMARKS
+from mssync.motion.space import FORMAT_VERSION, MotionSpace, axis_angle_to_matrix, matrix_to_axis_angle, moving_average
+from mssync.motion.motion_space import fit_motion_space
+from mssync.features.schema import features_table, list_column_to_numpy, read_table, write_table
 
 CLIP = "vox2-00010"
 CROP = 256  # px; landmark units are fractions of the crop

@@ -19,9 +19,10 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from mssync import mesh, preview
+from mssync.media import mesh
+from mssync.features import preview
 from mssync.cli import main as cli_main
-from mssync.config import (
+from mssync.core.config import (
     CropSettings,
     FeatureSettings,
     LandmarkerSettings,
@@ -29,10 +30,10 @@ from mssync.config import (
     load_params,
     settings_from_mapping,
 )
-from mssync.crop import crop_clip
-from mssync.features import extract_features
-from mssync.records import OK, REJECTED, read_record, write_record
-from mssync.schema import list_column_to_numpy, read_table, write_table
+from mssync.data.crop import crop_clip
+from mssync.features.features import extract_features
+from mssync.core.records import OK, REJECTED, read_record, write_record
+from mssync.features.schema import list_column_to_numpy, read_table, write_table
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mssync.pyramid import AUDIO_WINDOW, MOTION_WINDOW, pyramid_step, temporal_pyramid, window_seconds
+from mssync.syncers.pyramid import AUDIO_WINDOW, MOTION_WINDOW, pyramid_step, temporal_pyramid, window_seconds
 
 
 def test_lengths_halve_per_level():

@@ -18,18 +18,18 @@ import pytest
 from PIL import Image
 
 from conftest import requires_clips, requires_ffmpeg, requires_model, run_ffmpeg
-from mssync.animate import load_portrait
-from mssync.animate_inputs import SpeechFeatures, pairs_from_dirs, speech_log_mel
-from mssync.config import load_section
-from mssync.errors import MssyncError
-from mssync.gan import GanSettings, train_gan
-from mssync.media import iter_frames, read_wav
-from mssync.motion import MotionSpace
-from mssync.render import (PSNR_CAP_DB, adjust_motion, masked_psnr, reenactment_fidelity, render_test_clips,
+from mssync.render.animate import load_portrait
+from mssync.render.animate_inputs import SpeechFeatures, pairs_from_dirs, speech_log_mel
+from mssync.core.config import load_section
+from mssync.core.errors import MssyncError
+from mssync.gan.train import GanSettings, train_gan
+from mssync.media.ffmpeg import iter_frames, read_wav
+from mssync.motion.space import MotionSpace
+from mssync.render.render import (PSNR_CAP_DB, adjust_motion, masked_psnr, reenactment_fidelity, render_test_clips,
                            retarget_expression)
-from mssync.schema import list_column_to_numpy, read_table
-from mssync.mesh import mediapipe_mesh
-from mssync.warp import PortraitWarper, face_region_mask, to_pixels
+from mssync.features.schema import list_column_to_numpy, read_table
+from mssync.media.mesh import mediapipe_mesh
+from mssync.render.warp import PortraitWarper, face_region_mask, to_pixels
 
 pytestmark = [requires_clips, requires_model, requires_ffmpeg, pytest.mark.usefixtures("torch_one_thread")]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mssync import plots
-from mssync.report import build_report, findings
+from mssync.evaluation import plots
+from mssync.evaluation.report import build_report, findings
 
 LABELS = {"ms_sync": "MS-Sync (generated)", "single_scale": "ablation single_scale", "ground_truth": "ground truth",
           "static": "static head", "other_audio": "ground truth + other clip's audio"}

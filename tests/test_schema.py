@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mssync.errors import MssyncError, SchemaVersionError
-from mssync.schema import (
+from mssync.core.errors import MssyncError, SchemaVersionError
+from mssync.features.schema import (
     SCHEMA_VERSION,
     nested_list,
     decode_metadata,

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from mssync.syncer import MarginSchedule, Syncer, SyncerSettings, info_nce
-from mssync.syncer_train import LevelClip, evaluation_groups, sample_group
+from mssync.syncers.model import MarginSchedule, Syncer, SyncerSettings, info_nce
+from mssync.syncers.train import LevelClip, evaluation_groups, sample_group
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = yaml.safe_load((REPO / "params.yaml").read_text())["syncers"]["presets"]

@@ -17,9 +17,9 @@ import pytest
 import torch
 import yaml
 
-from mssync.records import read_record
-from mssync.schema import list_column_to_numpy, read_metadata, read_table
-from mssync.syncer import Syncer
+from mssync.core.records import read_record
+from mssync.features.schema import list_column_to_numpy, read_metadata, read_table
+from mssync.syncers.model import Syncer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from . import __version__
-from .config import load_section
-from .errors import MssyncError
+from mssync import __version__
+from mssync.core.config import load_section
+from mssync.core.errors import MssyncError
 
 log = logging.getLogger("mssync")
 
@@ -32,8 +32,8 @@ def _settings(args: argparse.Namespace, section: str):
 
 
 def cmd_download(args: argparse.Namespace) -> None:
-    from .download import download_clip
-    from .manifest import manifest_by_id
+    from mssync.data.download import download_clip
+    from mssync.data.manifest import manifest_by_id
 
     entry = manifest_by_id(args.manifest).get(args.clip)
     if entry is None:
@@ -42,7 +42,7 @@ def cmd_download(args: argparse.Namespace) -> None:
 
 
 def cmd_crop(args: argparse.Namespace) -> None:
-    from .crop import crop_clip
+    from mssync.data.crop import crop_clip
 
     crop_clip(
         raw_record=Path(args.raw_record),
@@ -54,7 +54,7 @@ def cmd_crop(args: argparse.Namespace) -> None:
 
 
 def cmd_features(args: argparse.Namespace) -> None:
-    from .features import extract_features
+    from mssync.features.features import extract_features
 
     extract_features(
         crop_record=Path(args.crop_record),
@@ -65,7 +65,7 @@ def cmd_features(args: argparse.Namespace) -> None:
 
 
 def cmd_dataset(args: argparse.Namespace) -> None:
-    from .dataset import build_dataset
+    from mssync.features.dataset import build_dataset
 
     build_dataset(
         manifest=Path(args.manifest),
@@ -80,7 +80,7 @@ def cmd_dataset(args: argparse.Namespace) -> None:
 
 
 def cmd_preview(args: argparse.Namespace) -> None:
-    from .preview import make_preview
+    from mssync.features.preview import make_preview
 
     make_preview(
         raw_record=Path(args.raw_record),
@@ -93,7 +93,7 @@ def cmd_preview(args: argparse.Namespace) -> None:
 
 
 def cmd_motion_space(args: argparse.Namespace) -> None:
-    from .motion_space import fit_motion_space
+    from mssync.motion.motion_space import fit_motion_space
 
     fit_motion_space(Path(args.train), Path(args.val), Path(args.test), Path(args.out), Path(args.metrics),
                      _settings(args, "motion"))
@@ -102,8 +102,8 @@ def cmd_motion_space(args: argparse.Namespace) -> None:
 def _preset(args: argparse.Namespace) -> tuple[object, dict]:
     import json
 
-    from .config import validate_preset
-    from .syncer import SyncerSettings
+    from mssync.core.config import validate_preset
+    from mssync.syncers.model import SyncerSettings
 
     values = json.loads(args.preset)
     validate_preset(values)
@@ -113,7 +113,7 @@ def _preset(args: argparse.Namespace) -> tuple[object, dict]:
 def cmd_train_syncer(args: argparse.Namespace) -> None:
     import torch
 
-    from .syncer_train import train_syncer
+    from mssync.syncers.train import train_syncer
 
     torch.set_num_threads(args.threads)
     settings, values = _preset(args)
@@ -122,7 +122,7 @@ def cmd_train_syncer(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_syncers(args: argparse.Namespace) -> None:
-    from .syncer_eval import evaluate_syncers
+    from mssync.syncers.evaluate import evaluate_syncers
 
     settings, _ = _preset(args)
     evaluate_syncers(Path(args.test), Path(args.space), [Path(m) for m in args.models], Path(args.out),
@@ -134,8 +134,8 @@ def cmd_train_gan(args: argparse.Namespace) -> None:
 
     import torch
 
-    from .config import ConfigError, validate_params
-    from .gan import GanSettings, train_gan
+    from mssync.core.config import ConfigError, validate_params
+    from mssync.gan.train import GanSettings, train_gan
 
     torch.set_num_threads(args.threads)
     gan = json.loads(args.gan_settings)
@@ -150,7 +150,7 @@ def cmd_train_gan(args: argparse.Namespace) -> None:
 def cmd_eval_gan(args: argparse.Namespace) -> None:
     import torch
 
-    from .gan_eval import evaluate_generator
+    from mssync.gan.evaluate import evaluate_generator
 
     torch.set_num_threads(args.threads)
     evaluate_generator(Path(args.test), Path(args.space), Path(args.model), [Path(p) for p in args.syncers],
@@ -160,7 +160,7 @@ def cmd_eval_gan(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import torch
 
-    from .evaluate import EvaluationSettings, evaluate
+    from mssync.evaluation.evaluate import EvaluationSettings, evaluate
 
     torch.set_num_threads(args.threads)
     evaluate(Path(args.test), Path(args.space), Path(args.model), [Path(p) for p in args.ablations],
@@ -169,7 +169,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .report import build_report
+    from mssync.evaluation.report import build_report
 
     curves = [Path(p) for p in args.gan_curves]
     if len(curves) % 2:
@@ -188,8 +188,8 @@ SAMPLE_RATE = 16000  # the pipeline's audio rate (crop.sample_rate)
 def cmd_generate(args: argparse.Namespace) -> None:
     import torch
 
-    from .generate import MotionGenerator, generate_to_parquet
-    from .media import decode_audio
+    from mssync.gan.generate import MotionGenerator, generate_to_parquet
+    from mssync.media.ffmpeg import decode_audio
 
     torch.set_num_threads(args.threads)
     generator = MotionGenerator.load(args.model, args.space, device=args.device)
@@ -203,8 +203,8 @@ def _first_frame(args: argparse.Namespace):
     """Frame 0: landmarks of a reference frame from a features Parquet, or a .npy of (478, 3) landmarks."""
     import numpy as np
 
-    from .errors import MssyncError
-    from .schema import list_column_to_numpy, read_table
+    from mssync.core.errors import MssyncError
+    from mssync.features.schema import list_column_to_numpy, read_table
 
     if args.landmarks:
         first = np.load(args.landmarks)
@@ -222,7 +222,7 @@ def _first_frame(args: argparse.Namespace):
 def cmd_render_clips(args: argparse.Namespace) -> None:
     import torch
 
-    from .render import render_test_clips
+    from mssync.render.render import render_test_clips
 
     torch.set_num_threads(args.threads)
     render_test_clips(Path(args.test), Path(args.clips_dir), Path(args.model), Path(args.space), Path(args.out_dir),
@@ -246,7 +246,7 @@ def _render_overrides(args: argparse.Namespace):
 def cmd_animate(args: argparse.Namespace) -> None:
     # The speech worker is forked first: it imports librosa (~1-2 s in a new process) while this
     # process reads the settings and imports torch and MediaPipe, which also start threads.
-    from .animate_inputs import Pair, SpeechFeatures, pairs_from_csv, pairs_from_dirs
+    from mssync.render.animate_inputs import Pair, SpeechFeatures, pairs_from_csv, pairs_from_dirs
 
     single = args.image is not None
     if single != (args.audio is not None) or single == (args.out is None):
@@ -268,7 +268,7 @@ def cmd_animate(args: argparse.Namespace) -> None:
 
         import torch
 
-        from .animate import animate, animate_batch
+        from mssync.render.animate import animate, animate_batch
 
         gc.freeze()  # the imported modules stay for the process's life: keep the collector off them
         torch.set_num_threads(args.threads)
@@ -284,7 +284,7 @@ def cmd_animate(args: argparse.Namespace) -> None:
 
 
 def _load_generator(args: argparse.Namespace):
-    from .generate import MotionGenerator
+    from mssync.gan.generate import MotionGenerator
 
     return MotionGenerator.load(args.model, args.space, device=args.device)
 

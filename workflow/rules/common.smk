@@ -7,8 +7,8 @@
 import json
 import re
 
-from mssync.manifest import SPLITS, read_manifest
-from mssync.records import is_ok
+from mssync.data.manifest import SPLITS, read_manifest
+from mssync.core.records import is_ok
 
 MANIFEST = read_manifest(config["manifest"])
 CLIPS = [entry.id for entry in MANIFEST]

@@ -1,0 +1,243 @@
+"""params.yaml loading and validation, and the typed settings each stage reads.
+
+The schema in workflow/schemas is the single source of truth for what is valid; the
+dataclasses here only give the stages typed, named access to an already-validated section.
+Snakemake passes each stage its section as JSON (`--settings`), so that Snakemake's
+params rerun-trigger sees exactly the values a rule depends on.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from mssync.core.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+SCHEMA_DIR = REPO_ROOT / "workflow" / "schemas"
+PARAMS_SCHEMA = SCHEMA_DIR / "params.schema.yaml"
+MANIFEST_SCHEMA = SCHEMA_DIR / "manifest.schema.yaml"
+
+
+def validate_params(params: dict[str, Any], schema: Path = PARAMS_SCHEMA, section_only: bool = False) -> None:
+    """Validate with snakemake's jsonschema helper; re-raise naming the offending key.
+
+    `section_only` checks just the sections given (a rule receives only the ones it uses)."""
+    if section_only:
+        for section, values in params.items():
+            _validate_section(section, values)
+        check_chosen_presets(params)
+        return
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    try:
+        validate(params, str(schema), set_default=False)
+    except WorkflowError as exc:
+        raise ConfigError(_explain_validation_error(exc)) from None
+    check_chosen_presets(params)
+
+
+def _explain_validation_error(exc: Exception) -> str:
+    """Turn a jsonschema ValidationError (wrapped by snakemake) into 'key.path: problem'."""
+    cause = exc.__cause__ or exc.__context__
+    seen = 0
+    while cause is not None and not hasattr(cause, "absolute_path") and seen < 5:
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    if cause is not None and hasattr(cause, "absolute_path"):
+        key = ".".join(str(p) for p in cause.absolute_path) or "(top level)"
+        return f"params.yaml: invalid value at '{key}': {cause.message}"
+    return f"params.yaml is invalid: {exc}"
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such params file")
+    with path.open(encoding="utf-8") as fh:
+        params = yaml.safe_load(fh)
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    validate_params(params)
+    return params
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadSettings:
+    mirror_dir: str | None
+    cache_dir: str
+    retries: int
+    backoff_s: float
+    timeout_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class LandmarkerSettings:
+    model: str
+    min_detection_confidence: float
+    min_presence_confidence: float
+    min_tracking_confidence: float
+
+
+@dataclasses.dataclass(frozen=True)
+class CropSettings:
+    size: int
+    fps: int
+    sample_rate: int
+    probe_frames: int
+    max_faces: int
+    box_scale: float
+    box_shift_y: float
+    min_duration_s: float
+    min_face_fraction: float
+    multi_face_fraction: float
+    second_face_ratio: float
+    min_audio_rms_db: float
+    video_crf: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSettings:
+    n_mels: int
+    hop_ms: int
+    win_ms: float
+    n_fft: int
+    fmin: float
+    fmax: float
+    preemphasis: float
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSettings:
+    seed: int
+    val_fraction: float
+    test_fraction: float
+    min_face_fraction: float
+
+
+@dataclasses.dataclass(frozen=True)
+class PreviewSettings:
+    frames: int
+
+
+@dataclasses.dataclass(frozen=True)
+class MotionSettings:
+    expression_components: int
+    smooth_frames: int
+    max_gap_frames: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PyramidSettings:
+    kernel: int
+    levels: list[int]
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderSettings:
+    size: int
+    border_points: int
+    mouth_fill: bool
+    mouth_open_px: float
+    mouth_ramp_px: float
+    teeth_fraction: float
+    landmark_view: bool
+    still: bool
+    head_scale: float
+    expression_scale: float
+    seed: int
+    min_audio_s: float
+    crf: int
+    encoder_preset: str
+    audio_bitrate: str
+    sheet_frames: int
+    fidelity_stride: int
+
+
+S = TypeVar("S")
+
+SECTIONS: dict[str, type] = {
+    "download": DownloadSettings,
+    "landmarker": LandmarkerSettings,
+    "crop": CropSettings,
+    "features": FeatureSettings,
+    "dataset": DatasetSettings,
+    "preview": PreviewSettings,
+    "motion": MotionSettings,
+    "pyramid": PyramidSettings,
+    "render": RenderSettings,
+}
+
+
+def settings_from_mapping(cls: type[S], values: dict[str, Any]) -> S:
+    """Build a settings object; unknown or missing keys are configuration errors."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - names)
+    missing = sorted(names - set(values))
+    if unknown or missing:
+        raise ConfigError(f"{cls.__name__}: unknown keys {unknown}, missing keys {missing}")
+    return cls(**values)
+
+
+def load_section(section: str, settings_json: str | None, params_path: str | Path | None) -> Any:
+    """Settings for one stage: from `--settings JSON` (Snakemake) or from a params file."""
+    cls = SECTIONS[section]
+    if settings_json:
+        try:
+            values = json.loads(settings_json)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--settings for '{section}' is not valid JSON: {exc}") from None
+        _validate_section(section, values)
+        return settings_from_mapping(cls, values)
+    path = Path(params_path or "params.yaml")
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such params file")
+    return settings_from_mapping(cls, copy.deepcopy(_validated_params(path.resolve(), path.stat().st_mtime_ns)[section]))
+
+
+@lru_cache(maxsize=4)
+def _validated_params(path: Path, mtime_ns: int) -> dict[str, Any]:
+    """load_params, once per file version: a command reading several sections validates once."""
+    return load_params(path)
+
+
+def _validate_section(section: str, values: Any) -> None:
+    """Check one section alone against its definition in the full schema."""
+    import jsonschema
+
+    with PARAMS_SCHEMA.open(encoding="utf-8") as fh:
+        full = yaml.safe_load(fh)
+    schema = {**full["properties"][section], "$defs": full.get("$defs", {})}  # presets refer to $defs
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(values))
+    if error is not None:
+        key = ".".join([section, *(str(p) for p in error.absolute_path)])
+        raise ConfigError(f"settings: invalid value at '{key}': {error.message}")
+
+
+def validate_preset(values: dict[str, Any]) -> None:
+    """A syncer preset passed alone (as Snakemake does) against the schema's preset definition."""
+    import jsonschema
+
+    with PARAMS_SCHEMA.open(encoding="utf-8") as fh:
+        schema = yaml.safe_load(fh)
+    definition = {**schema["$defs"]["syncer_preset"], "$defs": schema["$defs"]}
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(definition).iter_errors(values))
+    if error is not None:
+        key = ".".join(["preset", *(str(p) for p in error.absolute_path)])
+        raise ConfigError(f"syncer preset: invalid value at '{key}': {error.message}")
+
+
+def check_chosen_presets(params: dict[str, Any]) -> None:
+    """syncers.preset and gan.preset must name listed presets (the schema cannot say that)."""
+    for section in ("syncers", "gan"):
+        chosen = params.get(section)  # absent when a rule validates only its own section
+        if chosen and chosen["preset"] not in chosen["presets"]:
+            raise ConfigError(f"params.yaml: invalid value at '{section}.preset': {chosen['preset']!r} is not one of "
+                              f"{sorted(chosen['presets'])}")

@@ -1,0 +1,1 @@
+"""Phase 'data' (workflow/rules/data.smk): the manifest, download, crop."""

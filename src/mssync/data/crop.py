@@ -1,0 +1,268 @@
+"""Crop stage: one stable, square face box per clip; 256x256, 25 fps CFR video + 16 kHz mono WAV.
+
+A FaceLandmarker in IMAGE mode looks at a few frames spread over the clip; the box is placed
+once for the whole clip (a moving box would add fake head motion, which is what we model).
+Clips that cannot give clean single-speaker footage are rejected with the reason, and the
+reason is kept in the record that the crop rule always writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from mssync import __version__
+from mssync.core.atomic import atomic_path
+from mssync.core.config import CropSettings, LandmarkerSettings
+from mssync.core.errors import ClipRejected, MediaError
+from mssync.media.landmarks import Face, detect_faces, model_sha256, open_landmarker
+from mssync.media.ffmpeg import MediaInfo, encode_crop, extract_audio, iter_frames, probe, read_wav, rms_dbfs
+from mssync.core.records import OK, REJECTED, read_record, write_record
+
+log = logging.getLogger(__name__)
+
+STAGE = "crop"
+CENTRE_SPREAD_RANGE = (10, 90)  # percentiles of face-centre positions the box must also cover
+
+
+@dataclasses.dataclass(frozen=True)
+class Span:
+    """The part of the source to use, in seconds."""
+
+    start_s: float
+    duration_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeStats:
+    frames: int
+    face_frames: int
+    multi_face_frames: int
+    max_faces: int
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Box:
+    x: int
+    y: int
+    side: int
+    clamped: bool
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def usable_span(info: MediaInfo, trim: dict | None) -> Span:
+    """The span where both audio and video exist, inside the manifest's start/end.
+
+    Streams can start at different times (an audio track that begins late); the span starts
+    when both have begun, so neither a frozen first frame nor padded silence enters the clip.
+    """
+    start = float(trim["start_s"]) if trim and trim.get("start_s") is not None else 0.0
+    end = float(trim["end_s"]) if trim and trim.get("end_s") is not None else math.inf
+    start = max(start, info.video_start_s, info.audio_start_s)
+    video_end = info.video_start_s + info.duration_s
+    audio_end = info.audio_start_s + (info.audio_duration_s or 0.0)
+    return Span(start, max(0.0, min(end, video_end, audio_end) - start))
+
+
+def sample_faces(info: MediaInfo, span: Span, settings: CropSettings, landmarker_settings: LandmarkerSettings):
+    """Faces (largest first) on `probe_frames` frames spread evenly over the span."""
+    rate = settings.probe_frames / max(span.duration_s, 1e-3)
+    frames = iter_frames(info.path, info.display_size, fps=rate, start_s=span.start_s, duration_s=span.duration_s)
+    with open_landmarker(landmarker_settings, video=False, num_faces=settings.max_faces) as landmarker:
+        return [detect_faces(landmarker, frame) for frame in frames]
+
+
+def probe_stats(faces_per_frame: list[list[Face]], size: tuple[int, int], settings: CropSettings) -> ProbeStats:
+    width, height = size
+    multi = 0
+    for faces in faces_per_frame:
+        if len(faces) >= 2:
+            main, second = faces[0].size_px(width, height), faces[1].size_px(width, height)
+            multi += second >= settings.second_face_ratio * main
+    return ProbeStats(
+        frames=len(faces_per_frame),
+        face_frames=sum(1 for faces in faces_per_frame if faces),
+        multi_face_frames=multi,
+        max_faces=max((len(f) for f in faces_per_frame), default=0),
+    )
+
+
+def check_faces(stats: ProbeStats, settings: CropSettings) -> None:
+    """Reject clips with no face, with several people, or with too little footage of a face."""
+    if stats.frames == 0:
+        raise ClipRejected("no decodable video frames")
+    if stats.face_frames == 0:
+        raise ClipRejected(f"no face found in any of {stats.frames} sampled frames")
+    if stats.multi_face_frames / stats.frames >= settings.multi_face_fraction:
+        raise ClipRejected(
+            f"several faces: {stats.max_faces} faces seen, a second comparable face in "
+            f"{stats.multi_face_frames}/{stats.frames} sampled frames"
+        )
+    if stats.face_frames / stats.frames < settings.min_face_fraction:
+        raise ClipRejected(
+            f"too little usable footage: a face in only {stats.face_frames}/{stats.frames} sampled frames "
+            f"(need {settings.min_face_fraction:.0%})"
+        )
+
+
+def face_box(faces_per_frame: list[list[Face]], size: tuple[int, int], settings: CropSettings) -> Box:
+    """One square box that holds the whole head over the clip (FOMM/VoxCeleb-like framing)."""
+    width, height = size
+    boxes = np.array([faces[0].box_px(width, height) for faces in faces_per_frame if faces])
+    centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
+    sizes = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    low, high = np.percentile(centres, CENTRE_SPREAD_RANGE, axis=0)
+    side = settings.box_scale * float(np.median(sizes)) + float(np.max(high - low))
+    cx, cy = np.median(centres, axis=0)
+    cy += settings.box_shift_y * side
+    clamped = side > min(width, height)
+    side = min(side, width, height)
+    x = float(np.clip(cx - side / 2, 0, width - side))
+    y = float(np.clip(cy - side / 2, 0, height - side))
+    clamped = clamped or abs(x - (cx - side / 2)) > 1 or abs(y - (cy - side / 2)) > 1
+    side_px = int(math.floor(side))
+    return Box(int(round(x)), int(round(y)), side_px, bool(clamped))
+
+
+def source_summary(info: MediaInfo) -> dict:
+    return {
+        "width": info.width,
+        "height": info.height,
+        "rotation": info.rotation,
+        "fps": round(info.fps, 4),
+        "nominal_fps": round(info.nominal_fps, 4),
+        "variable_frame_rate": info.variable_frame_rate,
+        "duration_s": round(info.duration_s, 4),
+        "video_codec": info.video_codec,
+        "audio_codec": info.audio_codec,
+        "sample_rate": info.sample_rate,
+        "channels": info.channels,
+        "audio_duration_s": None if info.audio_duration_s is None else round(info.audio_duration_s, 4),
+        "video_start_s": round(info.video_start_s, 4),
+        "audio_start_s": round(info.audio_start_s, 4),
+    }
+
+
+def _probe_source(raw: Path) -> MediaInfo:
+    try:
+        info = probe(raw)
+    except MediaError as exc:
+        raise ClipRejected(f"corrupt or unreadable video: {exc}") from None
+    if not info.has_audio:
+        raise ClipRejected("no audio track", source=source_summary(info))
+    return info
+
+
+def _check_duration(span: Span, settings: CropSettings, what: str) -> int:
+    n_frames = int(math.floor(span.duration_s * settings.fps + 1e-6))
+    if n_frames < settings.min_duration_s * settings.fps:
+        raise ClipRejected(f"too short: {what} {span.duration_s:.2f} s < min_duration_s {settings.min_duration_s} s")
+    return n_frames
+
+
+def _encoded_frames(path: Path) -> int:
+    """Frames actually written; a truncated source can end before its header says."""
+    info = probe(path)
+    return int(math.floor(info.duration_s * info.fps + 0.5))
+
+
+def crop_clip(
+    raw_record: Path,
+    out_dir: Path,
+    settings: CropSettings,
+    landmarker: LandmarkerSettings,
+    strict: bool = False,
+) -> dict:
+    """Crop one downloaded clip; always writes `{out_dir}/{clip}.json`, media only when usable."""
+    download = read_record(raw_record)
+    clip_id = download["clip_id"]
+    record_path = out_dir / f"{clip_id}.json"
+    common = {"speaker": download.get("speaker"), "mssync_version": __version__}
+    details: dict = {}
+    try:
+        if download["status"] != OK:
+            raise ClipRejected(f"not downloaded: {download.get('reason')}")
+        fields = _crop(raw_record.parent / download["file"], clip_id, download, out_dir, settings, landmarker, details)
+    except ClipRejected as exc:
+        log.warning("%s rejected: %s", clip_id, exc.reason)
+        record = write_record(record_path, clip_id, STAGE, REJECTED, reason=exc.reason, **common, **details, **exc.details)
+        if strict:
+            raise
+        return record
+    record = write_record(record_path, clip_id, STAGE, OK, **common, **fields)
+    log.info("%s: %d frames, box %s", clip_id, fields["output"]["frames"], fields["box"])
+    return record
+
+
+def _crop(
+    raw: Path,
+    clip_id: str,
+    download: dict,
+    out_dir: Path,
+    settings: CropSettings,
+    landmarker: LandmarkerSettings,
+    details: dict,
+) -> dict:
+    info = _probe_source(raw)
+    details["source"] = source_summary(info)
+    details["source_sha256"] = download.get("sha256")
+    span = usable_span(info, download.get("trim"))
+    details["span"] = dataclasses.asdict(span)
+    n_frames = _check_duration(span, settings, "usable audio+video")
+
+    faces = sample_faces(info, span, settings, landmarker)
+    stats = probe_stats(faces, info.display_size, settings)
+    details["probe"] = stats.as_dict()
+    check_faces(stats, settings)
+    box = face_box(faces, info.display_size, settings)
+    details["box"] = dataclasses.asdict(box)
+
+    video_path = out_dir / f"{clip_id}.mp4"
+    audio_path = out_dir / f"{clip_id}.wav"
+    samples_per_frame = settings.sample_rate // settings.fps
+    with atomic_path(video_path) as tmp_video, atomic_path(audio_path) as tmp_audio:
+        encode_crop(raw, tmp_video, box=(box.x, box.y, box.side), size=settings.size, fps=settings.fps,
+                    n_frames=n_frames, crf=settings.video_crf, start_s=span.start_s)
+        written = _encoded_frames(tmp_video)
+        if written < n_frames:  # the source ended early (truncated): keep only what decodes
+            log.warning("%s: source decodes to %d frames, expected %d", clip_id, written, n_frames)
+            n_frames = _check_duration(Span(span.start_s, written / settings.fps), settings, "decodable video")
+        extract_audio(raw, tmp_audio, sample_rate=settings.sample_rate,
+                      n_samples=n_frames * samples_per_frame, start_s=span.start_s)
+        samples, _ = read_wav(tmp_audio)
+        level = rms_dbfs(samples)
+        if level < settings.min_audio_rms_db:
+            raise ClipRejected(f"silent audio: RMS {level:.1f} dBFS < min_audio_rms_db {settings.min_audio_rms_db}")
+        video_sha, audio_sha = file_sha256(tmp_video), file_sha256(tmp_audio)
+    return {
+        **details,
+        "landmarker_sha256": model_sha256(landmarker.model),
+        "output": {
+            "video": video_path.name,
+            "audio": audio_path.name,
+            "size": settings.size,
+            "fps": settings.fps,
+            "sample_rate": settings.sample_rate,
+            "frames": n_frames,
+            "duration_s": n_frames / settings.fps,
+            "samples": n_frames * samples_per_frame,
+            "audio_rms_dbfs": round(level, 2),
+            "video_sha256": video_sha,
+            "audio_sha256": audio_sha,
+        },
+    }

@@ -1,0 +1,1 @@
+"""Phase 'evaluate' (evaluate.smk): the full evaluation, lips, plots, the report."""

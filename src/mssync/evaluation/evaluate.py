@@ -1,0 +1,202 @@
+"""`mssync evaluate`: the test-split numbers of the report, for MS-Sync, its ablations and baselines.
+
+Every test clip is rolled out for its full length from its first frame by each generator (the
+main model and the ablations trained by the same code with other gan.sync_levels). Baselines:
+the ground-truth motion, a static head (frame 0 repeated) and the ground-truth motion paired with
+another test clip's audio (what "no sync" scores). Each is scored on:
+
+- multi-scale sync with the *evaluation* syncers (never seen by the generator): LSE-D, LSE-C and
+  the offset per level (the variants and their sync scores are gan_eval.py's);
+- head-motion dynamics: speed statistics, Frechet distance of windowed pose dynamics to the real
+  windows, diversity (dynamics.py);
+- lips: mouth-opening / audio-energy correlation over lags and its peak; landmark distance to
+  the ground truth (lips.py).
+
+Outputs: `metrics.json` (per variant, DVC metrics: flat numbers only), `evaluation/details.json`
+(per clip offsets, correlation curves, histograms), per-level TSV tables and PNG plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mssync.motion import dynamics
+
+from mssync.evaluation import lips
+from mssync.core.atomic import write_json_atomic, write_text_atomic
+from mssync.motion.clips import load_split
+from mssync.core.config import validate_params
+from mssync.gan.evaluate import GROUND_TRUTH, MAIN, OTHER_AUDIO, STATIC, Track, build_variants, sync_metrics
+from mssync.gan.generate import MotionGenerator
+from mssync.gan.model import AUDIO_PER_FRAME
+from mssync.motion.space import MotionSpace
+from mssync.syncers.model import Syncer
+
+log = logging.getLogger(__name__)
+
+LABELS = {MAIN: "MS-Sync (generated)", GROUND_TRUTH: "ground truth", STATIC: "static head",
+          OTHER_AUDIO: "ground truth + other clip's audio"}
+SAME_MOTION_AS_TRUTH = (GROUND_TRUTH, OTHER_AUDIO)  # their pose dynamics are the truth's by construction
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationSettings:
+    ablations: dict[str, list[int]]
+    max_offset_frames: int
+    lip_lag_ms: int
+    dynamics_window_frames: int
+    dynamics_hop_frames: int
+    histogram_bins: int
+
+    @classmethod
+    def from_json(cls, text: str) -> EvaluationSettings:
+        values = json.loads(text)
+        validate_params({"evaluation": values}, section_only=True)
+        return cls(**values)
+
+
+def label(name: str, ablations: dict[str, list[int]]) -> str:
+    if name in ablations:
+        return f"ablation {name} (sync levels {ablations[name] or 'none'})"
+    return LABELS.get(name, name)
+
+
+# ------------------------------------------------------------------------------------- dynamics
+
+
+def dynamics_metrics(variants: dict[str, list[Track]], fps: float, crop_size: int, window: int, hop: int,
+                     bins: int) -> tuple[dict, dict]:
+    """(summary per variant, histograms of rotation and translation speed per variant)."""
+    poses = {name: [dynamics.pose_units(t.motion, crop_size) for t in tracks]
+             for name, tracks in variants.items() if name != OTHER_AUDIO}
+    real_windows = np.concatenate([dynamics.window_features(p, fps, window, hop) for p in poses[GROUND_TRUTH]])
+    summary, magnitudes = {}, {}
+    for name, clip_poses in poses.items():
+        magnitudes[name] = dynamics.speeds(clip_poses, fps)
+        row = {f"{part}_{stat}": value for part, stats in dynamics.speed_statistics(magnitudes[name]).items()
+               for stat, value in stats.items()}
+        windows = np.concatenate([dynamics.window_features(p, fps, window, hop) for p in clip_poses])
+        row["frechet_to_real"] = dynamics.dynamics_frechet(real_windows, windows) if len(windows) else math.nan
+        row.update(dynamics.diversity(clip_poses))
+        summary[name] = row
+    return summary, speed_histograms(magnitudes, bins)
+
+
+def speed_histograms(magnitudes: dict[str, dict[str, np.ndarray]], bins: int) -> dict:
+    """Densities of rotation and translation speed on bin edges shared by every variant."""
+    out = {}
+    for part in ("rotation_velocity", "translation_velocity"):
+        top = max(float(np.percentile(m[part], 99)) for m in magnitudes.values() if len(m[part]))
+        edges = np.linspace(0.0, max(top, np.finfo(float).eps), bins + 1)
+        out[part] = {"edges": edges.tolist(), "density": {
+            name: np.histogram(np.clip(m[part], 0, edges[-1]), edges, density=True)[0].tolist()
+            for name, m in magnitudes.items() if len(m[part])}}
+    return out
+
+
+# ------------------------------------------------------------------------------------- lips
+
+
+def lips_metrics(variants: dict[str, list[Track]], space: MotionSpace, crop_size: int,
+                 max_lag: int, ms_per_frame: float) -> tuple[dict, dict]:
+    """(summary per variant, mean correlation curve per variant as lag_ms -> r)."""
+    summary, curves = {}, {}
+    for name, tracks in variants.items():
+        clip_curves, distances = [], []
+        for track in tracks:
+            landmarks = space.decode(track.motion)
+            mouth = lips.mouth_opening(landmarks, crop_size)
+            energy = lips.frame_energy(track.mel, AUDIO_PER_FRAME)
+            clip_curves.append(lips.lagged_correlation(mouth, energy, max_lag))
+            if track.truth is not None:
+                distances.append(lips.landmark_distance(landmarks, space.decode(track.truth), crop_size))
+        lags = sorted(set.intersection(*(set(c) for c in clip_curves)))
+        mean_curve = {lag: float(np.mean([c[lag] for c in clip_curves])) for lag in lags}
+        peak_lag, peak_r = lips.peak(mean_curve)
+        row = {"r_at_lag0": mean_curve.get(0, math.nan), "peak_r": peak_r, "peak_lag_ms": peak_lag * ms_per_frame}
+        if distances:
+            row.update({key: float(np.mean([d[key] for d in distances])) for key in distances[0]})
+        summary[name] = row
+        curves[name] = {str(round(lag * ms_per_frame)): r for lag, r in mean_curve.items()}
+    return summary, curves
+
+
+# ------------------------------------------------------------------------------------- tables
+
+
+def tsv(rows: list[dict]) -> str:
+    """Rows with the same keys -> TSV text (floats to 4 significant digits)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in row.items()})
+    return buf.getvalue()
+
+
+def write_tables(metrics: dict, out_dir: Path) -> dict[str, Path]:
+    """sync.tsv (one row per level and variant), dynamics.tsv and lips.tsv (one row per variant)."""
+    paths = {name: out_dir / f"{name}.tsv" for name in ("sync", "dynamics", "lips")}
+    sync_rows = [{"level": key, "variant": name, **values} for key, by_variant in metrics["sync"].items()
+                 for name, values in by_variant.items()]
+    write_text_atomic(paths["sync"], tsv(sync_rows))
+    for section in ("dynamics", "lips"):
+        rows = [{"variant": name, **values} for name, values in metrics[section].items()]
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        write_text_atomic(paths[section], tsv([{k: r.get(k, "") for k in keys} for r in rows]))
+    return paths
+
+
+# ------------------------------------------------------------------------------------- the stage
+
+
+def load_generators(model: Path, ablations: list[Path], space_path: Path) -> dict[str, MotionGenerator]:
+    """The main generator and each ablation (named by its folder: models/ablations/{name}/generator.pt)."""
+    paths = {MAIN: model, **{p.parent.name: p for p in ablations}}
+    return {name: MotionGenerator.load(p, space_path, device="cpu") for name, p in paths.items()}
+
+
+def evaluate(test: Path, space_path: Path, model: Path, ablations: list[Path], syncer_paths: list[Path],
+             settings: EvaluationSettings, kernel: int, crop_size: int, out: Path, details_out: Path,
+             tables_dir: Path, plots_dir: Path) -> dict:
+    from mssync.evaluation import plots  # matplotlib only where plots are drawn
+
+    generators = load_generators(model, ablations, space_path)
+    space = generators[MAIN].space
+    clips = load_split(test, space)
+    fps = next(iter(clips.values())).fps
+    variants = build_variants(generators, clips)
+    syncers = [Syncer.load(p) for p in syncer_paths]
+    sync, sync_per_clip = sync_metrics(syncers, variants, space, kernel, settings.max_offset_frames)
+    motion_summary, histograms = dynamics_metrics(variants, fps, crop_size, settings.dynamics_window_frames,
+                                                  settings.dynamics_hop_frames, settings.histogram_bins)
+    ms_per_frame = 1000.0 / fps
+    lips_summary, curves = lips_metrics(variants, space, crop_size, round(settings.lip_lag_ms / ms_per_frame),
+                                        ms_per_frame)
+    metrics = {"clips": len(clips), "frames": int(sum(len(c.motion) for c in clips.values())),
+               "sync": sync, "dynamics": motion_summary, "lips": lips_summary}
+    labels = {name: label(name, settings.ablations) for name in variants}
+    details = {"clip_ids": sorted(clips), "variants": list(variants), "labels": labels,
+               "sync_levels": {MAIN: torch.load(model, weights_only=True)["sync_levels"], **settings.ablations},
+               "sync_per_clip": sync_per_clip, "speed_histograms": histograms, "mouth_audio_correlation": curves,
+               "units": {"rotation": "deg, deg/s, deg/s^2", "translation": f"px of the {crop_size} crop (/s, /s^2)",
+                         "offset": "video frames (positive: audio after motion)",
+                         "peak_lag_ms": "positive: mouth opening follows audio energy"}}
+    write_tables(metrics, tables_dir)
+    plots.sync_bars(sync, labels, plots_dir / "sync_levels.png")
+    plots.speed_histograms(histograms, labels, plots_dir / "pose_velocity.png")
+    plots.correlation_curves(curves, labels, plots_dir / "mouth_audio_xcorr.png")
+    write_json_atomic(details_out, details)
+    write_json_atomic(out, metrics)
+    for key, by_variant in sync.items():
+        log.info("%s LSE-C: %s", key, " | ".join(f"{n} {v['lse_c']:.3f}" for n, v in by_variant.items()))
+    return metrics

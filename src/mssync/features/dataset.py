@@ -1,0 +1,166 @@
+"""Dataset stage: consolidate per-clip features into train/val/test, split by speaker.
+
+The split is a pure function of (speaker names, seed, fractions, manifest pins), so it is the
+same on every machine and every run; no speaker ever appears in two splits. Every clip of the
+manifest ends up either in a split or in data/rejected.csv with the stage and reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import logging
+from pathlib import Path
+
+import pyarrow as pa
+
+from mssync.core.atomic import write_text_atomic
+from mssync.core.config import DatasetSettings
+from mssync.core.errors import ClipRejected, MssyncError
+from mssync.data.manifest import SPLITS, ClipEntry, read_manifest
+from mssync.core.records import OK, read_record, write_rejected_csv
+from mssync.features.schema import encode_metadata, read_metadata, read_table, write_table
+
+log = logging.getLogger(__name__)
+
+PER_CLIP_METADATA = ("clip_id", "speaker", "face_fraction")  # differ per clip; dropped from split files
+MUST_AGREE = ("fps", "sample_rate", "hop_ms", "n_mels", "audio_frames_per_frame", "landmarker_sha256", "schema_version")
+SPLITS_COLUMNS = ("clip_id", "speaker", "split", "frames", "duration_s", "face_fraction")
+
+
+@dataclasses.dataclass(frozen=True)
+class UsableClip:
+    entry: ClipEntry
+    features: Path
+    frames: int
+    face_fraction: float
+
+
+def _rejection(entry: ClipEntry, stage: str, reason: str) -> dict[str, str]:
+    return {"clip_id": entry.id, "speaker": entry.speaker, "stage": stage, "reason": reason}
+
+
+def triage(entries: list[ClipEntry], raw_dir: Path, clips_dir: Path, features_dir: Path,
+           settings: DatasetSettings) -> tuple[list[UsableClip], list[dict[str, str]]]:
+    """Follow each clip through the stage records: usable, or rejected with stage and reason."""
+    usable: list[UsableClip] = []
+    rejected: list[dict[str, str]] = []
+    for entry in entries:
+        stage_record = None
+        for stage_dir in (raw_dir, clips_dir):
+            path = stage_dir / f"{entry.id}.json"
+            if not path.is_file():
+                raise MssyncError(f"{path}: missing stage record for clip {entry.id!r}; run the earlier stages first")
+            stage_record = read_record(path)
+            if stage_record["status"] != OK:
+                rejected.append(_rejection(entry, stage_record["stage"], stage_record.get("reason", "?")))
+                break
+        else:
+            features = features_dir / f"{entry.id}.parquet"
+            meta = read_metadata(features)
+            frames = int(stage_record["output"]["frames"]) if stage_record else 0
+            if meta["face_fraction"] < settings.min_face_fraction:
+                rejected.append(_rejection(
+                    entry, "dataset",
+                    f"face found in only {meta['face_fraction']:.1%} of frames (min_face_fraction "
+                    f"{settings.min_face_fraction:.0%})"))
+                continue
+            usable.append(UsableClip(entry, features, frames, float(meta["face_fraction"])))
+    return usable, rejected
+
+
+def _speaker_rank(speaker: str, seed: int) -> str:
+    return hashlib.sha256(f"{seed}:{speaker}".encode()).hexdigest()
+
+
+def split_counts(n_speakers: int, settings: DatasetSettings) -> dict[str, int]:
+    """How many speakers each held-out split gets; at least one when the fraction asks for any."""
+    counts = {}
+    for split, fraction in (("test", settings.test_fraction), ("val", settings.val_fraction)):
+        wanted = round(n_speakers * fraction)
+        counts[split] = max(wanted, 1) if fraction > 0 and n_speakers >= 3 else wanted
+    counts["train"] = n_speakers - counts["test"] - counts["val"]
+    if counts["train"] < 1 and n_speakers:
+        raise MssyncError(f"{n_speakers} speakers leave none for training with val/test fractions "
+                          f"{settings.val_fraction}/{settings.test_fraction}")
+    return counts
+
+
+def assign_splits(speakers: dict[str, str | None], settings: DatasetSettings) -> dict[str, str]:
+    """speaker -> split. Manifest pins are kept; the rest fill test, then val, by seeded hash order."""
+    counts = split_counts(len(speakers), settings)
+    assignment = {s: pinned for s, pinned in speakers.items() if pinned}
+    free = sorted((s for s in speakers if s not in assignment), key=lambda s: _speaker_rank(s, settings.seed))
+    for split in ("test", "val"):
+        missing = counts[split] - sum(1 for v in assignment.values() if v == split)
+        for _ in range(max(missing, 0)):
+            if free:
+                assignment[free.pop(0)] = split
+    assignment.update({s: "train" for s in free})
+    return assignment
+
+
+def _merged_metadata(metas: list[dict], split: str, clip_ids: list[str]) -> dict:
+    first = metas[0]
+    for meta in metas[1:]:
+        for key in MUST_AGREE:
+            if meta.get(key) != first.get(key):
+                raise MssyncError(f"clips {clip_ids[0]} and {meta['clip_id']} disagree on {key}: "
+                                  f"{first.get(key)!r} vs {meta.get(key)!r}; re-run the features stage")
+    merged = {k: v for k, v in first.items() if k not in PER_CLIP_METADATA and k != "schema_version"}
+    return {**merged, "split": split, "clips": clip_ids}
+
+
+def write_split(path: Path, split: str, clips: list[UsableClip], template: Path) -> None:
+    """One Parquet per split; an empty split keeps the schema so readers need no special case."""
+    tables, metas = [], []
+    for clip in clips:
+        table, meta = read_table(clip.features)
+        tables.append(table)
+        metas.append(meta)
+    if not tables:
+        table, meta = read_table(template)
+        tables, metas = [table.slice(0, 0)], [meta]
+    merged = _merged_metadata(metas, split, [c.entry.id for c in clips])
+    combined = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
+    write_table(path, combined.replace_schema_metadata(encode_metadata(merged)))
+
+
+def _splits_csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=SPLITS_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(sorted(rows, key=lambda r: (SPLITS.index(r["split"]), r["speaker"], r["clip_id"])))
+    return buffer.getvalue()
+
+
+def build_dataset(manifest: Path, raw_dir: Path, clips_dir: Path, features_dir: Path, out_dir: Path,
+                  rejected_csv: Path, settings: DatasetSettings, strict: bool = False) -> dict[str, list[str]]:
+    entries = read_manifest(manifest)
+    usable, rejected = triage(entries, raw_dir, clips_dir, features_dir, settings)
+    write_rejected_csv(rejected_csv, rejected)
+    for row in rejected:
+        log.warning("rejected %s at %s: %s", row["clip_id"], row["stage"], row["reason"])
+    if strict and rejected:
+        raise ClipRejected(f"{len(rejected)} clip(s) rejected (strict): see {rejected_csv}")
+    if not usable:
+        raise MssyncError(f"no usable clips out of {len(entries)}: see {rejected_csv}")
+
+    speakers: dict[str, str | None] = {}
+    for clip in usable:
+        speakers[clip.entry.speaker] = speakers.get(clip.entry.speaker) or clip.entry.split
+    assignment = assign_splits(speakers, settings)
+    by_split: dict[str, list[str]] = {}
+    rows = []
+    for split in SPLITS:
+        members = [c for c in usable if assignment[c.entry.speaker] == split]
+        write_split(out_dir / f"{split}.parquet", split, members, usable[0].features)
+        by_split[split] = [c.entry.id for c in members]
+        rows += [{"clip_id": c.entry.id, "speaker": c.entry.speaker, "split": split, "frames": c.frames,
+                  "duration_s": round(c.frames / read_metadata(c.features)["fps"], 3),
+                  "face_fraction": round(c.face_fraction, 4)} for c in members]
+        log.info("%s: %d clips, %d speakers", split, len(members), len({c.entry.speaker for c in members}))
+    write_text_atomic(out_dir / "splits.csv", _splits_csv(rows))
+    return by_split

@@ -1,0 +1,287 @@
+"""Training the MS-Sync generator: data windows, the multi-scale sync loss, the GAN loop.
+
+One iteration = one discriminator step then one generator step (hinge losses), as in the method.
+The generator's loss is  w_adv L_adv + w_sync L_sync + w_sup L_sup + w_rec L_rec  where L_sync is
+minus the mean cosine that the frozen 'loss' syncers give the 43-frame track [true frame 0,
+reconstructed frames 1-2, generated frames 3-42] against its audio, averaged over gan.sync_levels.
+Every iteration's loss terms go to a TSV; validation roll-outs every eval_every iterations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mssync.media.audio import standardise_audio
+from mssync.motion.clips import load_split
+from mssync.core.constants import STD_FLOOR
+from mssync.core.device import pick_device
+from mssync.motion.dynamics import pose_velocity_std
+from mssync.core.errors import MssyncError
+from mssync.gan.model import AUDIO_PER_FRAME, FrameDiscriminator, Generator, GeneratorSettings, SequenceDiscriminator, hinge_d, hinge_g
+from mssync.motion.space import MotionSpace
+from mssync.syncers.pyramid import AUDIO_WINDOW, MOTION_WINDOW, temporal_pyramid
+from mssync.features.schema import read_metadata
+from mssync.syncers.model import Syncer
+from mssync.core.checkpoints import fingerprint, load_resume, read_tsv, save, write_tsv
+
+log = logging.getLogger(__name__)
+
+TRAIN_COLUMNS = ("iteration", "d_loss", "d_real", "d_fake", "g_total", "g_adv", "g_sync", "g_sup", "g_rec", "seconds")
+VAL_COLUMNS = ("iteration", "val_sync_cos", "val_l2", "val_pose_velocity_ratio")
+SYNC_AUDIO_PAD = 4 * AUDIO_WINDOW  # audio rows added (replicated) at a track's end so every motion window has audio
+
+
+@dataclasses.dataclass(frozen=True)
+class GanSettings:
+    model: GeneratorSettings
+    batch: int
+    iterations: int
+    lr_g: float
+    lr_d: float
+    eval_every: int
+    val_frames: int
+    sync_levels: list[int]
+    loss_weights: dict[str, float]
+    observed_frames: int
+    generated_frames: int
+    rollout_pull: float  # drift control for long roll-outs (validation, evaluation, generation)
+
+    @classmethod
+    def from_params(cls, gan: dict) -> "GanSettings":
+        preset = gan["presets"][gan["preset"]]
+        return cls(model=GeneratorSettings(**preset["model"]), **{k: v for k, v in preset.items() if k != "model"},
+                   sync_levels=list(gan["sync_levels"]), loss_weights=dict(gan["loss_weights"]),
+                   observed_frames=gan["observed_frames"], generated_frames=gan["generated_frames"],
+                   rollout_pull=gan["rollout_pull"])
+
+
+def motion_groups(space: MotionSpace) -> list[int]:
+    """Gate groups: rotation, translation, scale, expression (the softmax gate is per group)."""
+    return [0, 0, 0, 1, 1, 1, 2] + [3] * (space.dim - MotionSpace.POSE_DIM)
+
+
+@dataclasses.dataclass
+class GanClip:
+    clip_id: str
+    motion: torch.Tensor  # (T, D) motion standardised with the train statistics
+    mel: torch.Tensor  # (4T, n_mels) standardised per clip
+    feature_mean: torch.Tensor  # (F,) per-clip statistics of the syncer features (as the syncers saw them)
+    feature_std: torch.Tensor
+    starts: np.ndarray  # starts of fully valid training windows
+
+
+def load_clips(split: Path, space: MotionSpace, mean: np.ndarray, std: np.ndarray, window: int) -> list[GanClip]:
+    clips = []
+    for clip_id, clip in sorted(load_split(split, space).items()):
+        features = space.syncer_features(clip.motion)[clip.valid]
+        starts = np.array([s for s in range(len(clip.motion) - window + 1) if clip.valid[s:s + window].all()], int)
+        clips.append(GanClip(
+            clip_id, torch.from_numpy(((clip.motion - mean) / std).astype(np.float32)),
+            torch.from_numpy(standardise_audio(clip.mel).astype(np.float32)),
+            torch.from_numpy(features.mean(0).astype(np.float32)),
+            torch.from_numpy(np.maximum(features.std(0), STD_FLOOR).astype(np.float32)), starts))
+    return clips
+
+
+def audio_rows(mel: torch.Tensor, start: int, n_frames: int) -> torch.Tensor:
+    """The mel rows of frames [start, start + n_frames), replicating the last row past the clip's end."""
+    rows = mel[AUDIO_PER_FRAME * start:AUDIO_PER_FRAME * (start + n_frames)]
+    missing = AUDIO_PER_FRAME * n_frames - len(rows)
+    return torch.cat([rows, rows[-1:].expand(missing, -1)]) if missing > 0 else rows
+
+
+def sample_batch(clips: list[GanClip], s: GanSettings, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    window = s.observed_frames + s.generated_frames
+    usable = [c for c in clips if len(c.starts)]
+    weights = np.array([len(c.starts) for c in usable], float)
+    picks = [(usable[i], int(rng.choice(usable[i].starts))) for i in rng.choice(len(usable), s.batch, p=weights / weights.sum())]
+    return {
+        "motion": torch.stack([c.motion[t:t + window] for c, t in picks]),  # (B, W, D)
+        "mel": torch.stack([audio_rows(c.mel, t, window + s.model.lookahead) for c, t in picks]),  # (B, 4(W+L), M)
+        "sync_mel": torch.stack([audio_rows(c.mel, t, window + SYNC_AUDIO_PAD // AUDIO_PER_FRAME) for c, t in picks]),
+        "feature_mean": torch.stack([c.feature_mean for c, _ in picks]),
+        "feature_std": torch.stack([c.feature_std for c, _ in picks]),
+    }
+
+
+class SyncLoss(torch.nn.Module):
+    """-mean cosine of the frozen syncers over every stride-1 window of a track, per level."""
+
+    def __init__(self, syncers: dict[int, Syncer], space: MotionSpace, mean: np.ndarray, std: np.ndarray, kernel: int):
+        super().__init__()
+        self.syncers = torch.nn.ModuleDict({str(level): m for level, m in syncers.items()})
+        weight, bias = space.syncer_matrix()
+        self.register_buffer("weight", torch.as_tensor(weight, dtype=torch.float32))  # motion -> syncer features
+        self.register_buffer("bias", torch.as_tensor(bias, dtype=torch.float32))
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
+        self.kernel = kernel
+
+    def scores(self, track: torch.Tensor, mel: torch.Tensor, f_mean: torch.Tensor, f_std: torch.Tensor) -> dict[int, torch.Tensor]:
+        """track (B, T, D) standardised motion, mel (B, 4T + pad, M) -> level: (B, windows) cosines."""
+        motion = track * self.std + self.mean
+        features = ((motion @ self.weight + self.bias) - f_mean[:, None]) / f_std[:, None]
+        top = max(int(level) for level in self.syncers) + 1
+        motion_levels = temporal_pyramid(features, top, self.kernel)
+        audio_levels = temporal_pyramid(mel, top, self.kernel)
+        out = {}
+        for key, syncer in self.syncers.items():
+            m, a = motion_levels[int(key)], audio_levels[int(key)]
+            n = min(m.shape[1] - MOTION_WINDOW, (a.shape[1] - AUDIO_WINDOW) // 4) + 1
+            if n < 1:  # a track shorter than one window at this level (short validation clips)
+                continue
+            mw = m.unfold(1, MOTION_WINDOW, 1)[:, :n].permute(0, 1, 3, 2)  # (B, n, 5, F)
+            aw = a.unfold(1, AUDIO_WINDOW, 4)[:, :n].permute(0, 1, 3, 2)  # (B, n, 20, M)
+            cos = syncer.similarity(mw.flatten(0, 1), aw.flatten(0, 1)).view(m.shape[0], n)
+            out[int(key)] = cos
+        return out
+
+    def forward(self, track, mel, f_mean, f_std) -> torch.Tensor:
+        if not len(self.syncers):
+            return track.new_zeros(())
+        scores = self.scores(track, mel, f_mean, f_std)
+        if not scores:
+            raise MssyncError(f"a {track.shape[1]}-frame track has no window at sync levels {list(self.syncers)}")
+        return -torch.stack([s.mean() for s in scores.values()]).mean()
+
+
+def feature_settings(split: Path) -> dict:
+    """How the training audio was featurised, so generate() can treat new audio the same way."""
+    meta = read_metadata(split)
+    return {"n_mels": meta["n_mels"], "hop_ms": meta["hop_ms"], "win_ms": meta["win_ms"], "n_fft": meta["n_fft"],
+            "fmin": meta["mel_fmin"], "fmax": meta["mel_fmax"], "preemphasis": meta["preemphasis"]}
+
+
+@torch.no_grad()
+def validate(generator: Generator, sync: SyncLoss, clips: list[GanClip], s: GanSettings, std: np.ndarray,
+             device: torch.device) -> dict[str, float]:
+    """Roll out val_frames from each val clip's first frame; sync, distance to truth, pose motion."""
+    generator.eval()
+    cos, l2, ratios = [], [], []
+    for clip in clips:
+        n = min(s.val_frames, len(clip.motion))
+        truth = clip.motion[:n].to(device)
+        mel = audio_rows(clip.mel, 0, n + generator.s.lookahead)[None].to(device)
+        fake = torch.cat([truth[None, :1], generator(truth[None, :1], mel, n, s.rollout_pull)], dim=1)  # (1, n, D)
+        sync_mel = audio_rows(clip.mel, 0, n + SYNC_AUDIO_PAD // AUDIO_PER_FRAME)[None].to(device)
+        if len(sync.syncers):
+            scores = sync.scores(fake, sync_mel, clip.feature_mean[None].to(device), clip.feature_std[None].to(device))
+            if scores:
+                cos.append(float(torch.stack([v.mean() for v in scores.values()]).mean()))
+        l2.append(float(((fake[0] - truth) ** 2).sum(-1).mean()))
+        real_v, fake_v = pose_velocity_std(truth.cpu().numpy() * std), pose_velocity_std(fake[0].cpu().numpy() * std)
+        ratios.append(fake_v / max(real_v, 1e-9))
+    generator.train()
+    return {"val_sync_cos": float(np.mean(cos)) if cos else float("nan"), "val_l2": float(np.mean(l2)),
+            "val_pose_velocity_ratio": float(np.mean(ratios))}
+
+
+def train_gan(train: Path, val: Path, space_path: Path, syncer_paths: dict[int, Path], out: Path, train_tsv: Path,
+              val_tsv: Path, settings: GanSettings, settings_dict: dict, kernel: int, seed: int,
+              device_name: str = "auto") -> dict:
+    """Train (or resume) the generator; `out` holds the generator and what generate() needs."""
+    device = pick_device(device_name)
+    space = MotionSpace.load(space_path)
+    window = settings.observed_frames + settings.generated_frames
+    raw = [c.motion[c.valid] for c in load_split(train, space).values()]
+    mean = np.concatenate(raw).mean(0)
+    std = np.maximum(np.concatenate(raw).std(0), STD_FLOOR)
+    train_clips = load_clips(train, space, mean, std, window)
+    val_clips = load_clips(val, space, mean, std, 1)
+    if not any(len(c.starts) for c in train_clips):
+        raise MssyncError(f"no train clip has {window} consecutive frames with a face")
+    n_mels = train_clips[0].mel.shape[1]
+    missing = [level for level in settings.sync_levels if level not in syncer_paths]
+    if missing:
+        raise MssyncError(f"gan.sync_levels asks for syncer level(s) {missing} that were not given")
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    generator = Generator(space.dim, n_mels, motion_groups(space), settings.model).to(device)
+    seq_d = SequenceDiscriminator(space.dim, settings.model).to(device)
+    frame_d = FrameDiscriminator(space.dim, settings.model).to(device)
+    sync = SyncLoss({level: Syncer.load(syncer_paths[level], device) for level in settings.sync_levels},
+                    space, mean, std, kernel).to(device)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=settings.lr_g, betas=(0.0, 0.999))
+    opt_d = torch.optim.Adam([*seq_d.parameters(), *frame_d.parameters()], lr=settings.lr_d, betas=(0.0, 0.999))
+
+    resume_path = out.with_suffix(".resume.pt")
+    resumable = dataclasses.asdict(dataclasses.replace(settings, iterations=0))  # more iterations = same run
+    key = fingerprint([train, val, space_path, *[syncer_paths[lvl] for lvl in settings.sync_levels]],
+                      settings=resumable, seed=seed, kernel=kernel)
+    iteration, train_rows, val_rows = 0, [], []
+    state = load_resume(resume_path, key)
+    if state is not None:
+        for module, name in ((generator, "generator"), (seq_d, "seq_d"), (frame_d, "frame_d"), (opt_g, "opt_g"), (opt_d, "opt_d")):
+            module.load_state_dict(state[name])
+        iteration = state["iteration"]
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        train_rows = read_tsv(train_tsv, lambda row: int(row["iteration"]) <= iteration)
+        val_rows = read_tsv(val_tsv, lambda row: int(row["iteration"]) <= iteration)
+        log.info("resuming at iteration %d", iteration)
+    w = settings.loss_weights
+    obs = settings.observed_frames
+    log.info("generator %.2f M parameters, discriminators %.2f M; %d train clips; sync levels %s; device %s",
+             sum(p.numel() for p in generator.parameters()) / 1e6,
+             sum(p.numel() for p in [*seq_d.parameters(), *frame_d.parameters()]) / 1e6,
+             len(train_clips), settings.sync_levels, device)
+
+    started = time.perf_counter()
+    while iteration < settings.iterations:
+        batch = {k: v.to(device) for k, v in sample_batch(train_clips, settings, rng).items()}  # data
+        motion = batch["motion"]
+        observed, future = motion[:, 1:obs], motion[:, obs:]
+
+        with torch.no_grad():  # discriminator step on a fake made without gradients
+            fake = generator(motion[:, :obs], batch["mel"], window)[:, obs - 1:]
+        real_score = seq_d(observed, future), frame_d(future)
+        fake_score = seq_d(observed, fake), frame_d(fake)
+        d_loss = hinge_d(real_score[0], fake_score[0]) + hinge_d(real_score[1], fake_score[1])
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+
+        predicted = generator(motion[:, :obs], batch["mel"], window)  # generator step: frames 1 .. W-1
+        rec, pred = predicted[:, :obs - 1], predicted[:, obs - 1:]
+        adv = hinge_g(seq_d(observed, pred)) + hinge_g(frame_d(pred))
+        track = torch.cat([motion[:, :1], predicted], dim=1)  # [true frame 0, reconstructed, generated]
+        sync_loss = sync(track, batch["sync_mel"], batch["feature_mean"], batch["feature_std"])
+        sup = ((pred - future) ** 2).sum(-1).mean()
+        rec_loss = ((rec - motion[:, 1:obs]) ** 2).sum(-1).mean()
+        g_loss = w["adv"] * adv + w["sync"] * sync_loss + w["sup"] * sup + w["rec"] * rec_loss
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        iteration += 1
+
+        d_loss, g_loss, adv, sync_loss, sup, rec_loss = (float(v.detach()) for v in (d_loss, g_loss, adv, sync_loss, sup, rec_loss))
+        train_rows.append({"iteration": iteration, "d_loss": round(float(d_loss), 5),
+                           "d_real": round(float(real_score[0].detach().mean()), 5), "d_fake": round(float(fake_score[0].detach().mean()), 5),
+                           "g_total": round(float(g_loss), 5), "g_adv": round(float(adv), 5),
+                           "g_sync": round(float(sync_loss), 5), "g_sup": round(float(sup), 5),
+                           "g_rec": round(float(rec_loss), 5), "seconds": round(time.perf_counter() - started, 2)})
+        if iteration % settings.eval_every == 0 or iteration == settings.iterations:  # validate + checkpoint
+            scores = validate(generator, sync, val_clips, settings, std, device)
+            val_rows.append({"iteration": iteration, **{k: round(v, 5) for k, v in scores.items()}})
+            log.info("iteration %d: D %.3f | G adv %.3f sync %.3f sup %.3f rec %.4f | val sync %.3f l2 %.2f pose-vel x%.2f",
+                     iteration, float(d_loss), float(adv), float(sync_loss), float(sup), float(rec_loss),
+                     scores["val_sync_cos"], scores["val_l2"], scores["val_pose_velocity_ratio"])
+            write_tsv(train_tsv, TRAIN_COLUMNS, train_rows)
+            write_tsv(val_tsv, VAL_COLUMNS, val_rows)
+            save({"generator": generator.state_dict(), "model": dataclasses.asdict(settings.model),
+                  "motion_dim": space.dim, "n_mels": n_mels, "groups": motion_groups(space),
+                  "features": feature_settings(train), "rollout_pull": settings.rollout_pull,
+                  "motion_mean": torch.as_tensor(mean), "motion_std": torch.as_tensor(std),
+                  "iteration": iteration, "sync_levels": list(settings.sync_levels), "seed": seed}, out)
+            save({"fingerprint": key, "generator": generator.state_dict(), "seq_d": seq_d.state_dict(),
+                  "frame_d": frame_d.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                  "iteration": iteration, "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()},
+                 resume_path)
+    return {"iterations": iteration, "seconds": time.perf_counter() - started}

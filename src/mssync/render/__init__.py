@@ -1,0 +1,1 @@
+"""Phase 'render' (render.smk): the portrait warp, rendering the test clips, `mssync animate`."""

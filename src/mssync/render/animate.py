@@ -1,0 +1,122 @@
+"""`mssync animate`: a portrait and a speech file become a talking-head video.
+
+portrait -> the largest face, cropped the way the pipeline crops its training clips -> its
+landmarks -> motion generated for the whole speech (any length) -> image view (and optionally the
+landmark view beside it) -> H.264 + AAC mp4. Every input is checked before the slow part starts,
+and the output file appears only once it is complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from mssync.render.animate_inputs import Pair, SpeechFeatures, check_writable, speech_log_mel
+from mssync.core.config import CropSettings, LandmarkerSettings, RenderSettings
+from mssync.data.crop import face_box
+from mssync.core.errors import MssyncError
+from mssync.gan.generate import MotionGenerator
+from mssync.media.landmarks import detect_faces, open_landmarker
+from mssync.render.render import drive, draw_mesh, write_video
+from mssync.render.warp import PortraitWarper
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Portrait:
+    image: np.ndarray  # (size, size, 3) uint8 RGB face crop
+    landmarks: np.ndarray  # (478, 3) normalised to the crop
+    faces_found: int
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def read_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise MssyncError(f"{path}: no such image") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise MssyncError(f"{path}: not a readable image ({exc})") from None
+
+
+def crop_face(image: np.ndarray, faces: list, size: int, crop: CropSettings) -> np.ndarray:
+    """The square head box the crop stage would choose for this face, resized to size x size."""
+    height, width = image.shape[:2]
+    box = face_box([faces[:1]], (width, height), crop)
+    square = image[box.y:box.y + box.side, box.x:box.x + box.side]
+    interpolation = cv2.INTER_AREA if box.side > size else cv2.INTER_CUBIC
+    return cv2.resize(square, (size, size), interpolation=interpolation)
+
+
+def load_portrait(path: Path, size: int, landmarker: LandmarkerSettings, crop: CropSettings) -> Portrait:
+    image = read_image(path)
+    with open_landmarker(landmarker, video=False, num_faces=crop.max_faces) as detector:
+        faces = detect_faces(detector, image)
+        if not faces:
+            raise MssyncError(f"{path}: no face found (a frontal, well-lit face works best)")
+        if len(faces) > 1:
+            log.warning("%s: %d faces found; animating the largest", path, len(faces))
+        cropped = crop_face(image, faces, size, crop)
+        crop_faces = detect_faces(detector, cropped)  # largest first: the animated face
+    if not crop_faces:
+        raise MssyncError(f"{path}: the face was found in the image but not in its {size}x{size} crop")
+    return Portrait(cropped, crop_faces[0].landmarks, len(faces))
+
+
+# --------------------------------------------------------------------------- animate
+
+
+def animated_frames(portrait: Portrait, landmarks: np.ndarray, settings: RenderSettings) -> Iterator[np.ndarray]:
+    """Image view, with the landmark view beside it when asked for."""
+    warper = PortraitWarper(portrait.image, portrait.landmarks, settings)
+    for target in landmarks:
+        frame = warper.warp(target)
+        yield np.concatenate([frame, draw_mesh(target, settings.size)], axis=1) if settings.landmark_view else frame
+
+
+def animate(image: Path, audio: Path, out: Path, generator: MotionGenerator, settings: RenderSettings,
+            landmarker: LandmarkerSettings, crop: CropSettings, speech: SpeechFeatures | None = None) -> dict:
+    """`speech`, when given, has the audio features ready (or on their way) from its worker process;
+    the face is found first, while they are still being computed there."""
+    check_writable(out)
+    portrait = load_portrait(image, settings.size, landmarker, crop)
+    mel = (speech.log_mel if speech else speech_log_mel)(audio, generator.features, settings.min_audio_s,
+                                                          crop.min_audio_rms_db)
+    landmarks = drive(generator, portrait.landmarks, mel, settings)
+    width = settings.size * (2 if settings.landmark_view else 1)
+    frames = write_video(out, audio, animated_frames(portrait, landmarks, settings), len(landmarks),
+                         (width, settings.size), settings, out.name)
+    log.info("%s: %d frames (%.1f s) from %s + %s", out, frames, frames / 25, image, audio)
+    return {"out": str(out), "frames": frames, "faces_found": portrait.faces_found}
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def animate_batch(pairs: list[Pair], generator: MotionGenerator, settings: RenderSettings,
+                  landmarker: LandmarkerSettings, crop: CropSettings,
+                  speech: SpeechFeatures | None = None) -> list[tuple[Pair, str]]:
+    """Animate every pair; one bad pair is reported and skipped, the others still get made. With
+    `speech`, the next pairs' audio features are computed while this pair renders."""
+    if speech is not None:
+        speech.prefetch([pair.audio for pair in pairs], generator.features, settings.min_audio_s,
+                        crop.min_audio_rms_db)
+    failures = []
+    for i, pair in enumerate(pairs, 1):
+        log.info("[%d/%d] %s + %s -> %s", i, len(pairs), pair.image.name, pair.audio.name, pair.out)
+        try:
+            animate(pair.image, pair.audio, pair.out, generator, settings, landmarker, crop, speech)
+        except MssyncError as exc:
+            log.error("%s: %s", pair.out, exc)
+            failures.append((pair, str(exc)))
+    return failures

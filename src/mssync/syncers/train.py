@@ -1,0 +1,158 @@
+"""Training one syncer level: group sampling, the loop, resumable checkpoints, per-epoch TSV.
+
+Data (windows.py): each clip's syncer features (head pose + lip/jaw shape, from the motion space) and its
+log-mel frames, standardised per clip (so a syncer learns co-variation, not who is speaking),
+then taken down the temporal pyramid to the level. A contrastive group is `group_size`
+non-overlapping windows of one clip when the clip is long enough (negatives are the same
+speaker at other times, the hard case), otherwise windows of different clips.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mssync.core.device import pick_device
+from mssync.core.errors import MssyncError
+from mssync.motion.space import MotionSpace
+from mssync.syncers.pyramid import MOTION_WINDOW
+from mssync.syncers.model import Syncer, SyncerSettings, info_nce
+from mssync.syncers.windows import LevelClip, evaluation_groups, prepare_level
+from mssync.core.checkpoints import fingerprint, load_resume, read_tsv, save, write_tsv
+
+log = logging.getLogger(__name__)
+
+TSV_COLUMNS = ("epoch", "step", "margin", "train_loss", "train_top1", "val_loss", "val_top1", "val_chance", "seconds")
+
+
+def sample_group(clips: list[LevelClip], size: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """(clip index, start) pairs of one contrastive group; windows never overlap each other."""
+    weights = np.array([len(c.starts) for c in clips], float)
+    c = int(rng.choice(len(clips), p=weights / weights.sum()))
+    same = clips[c].grid(int(rng.integers(MOTION_WINDOW)))
+    if len(same) >= size:  # same speaker, other moments: the hard negatives
+        return [(c, int(s)) for s in rng.choice(same, size, replace=False)]
+    picked: list[tuple[int, int]] = []
+    span = MOTION_WINDOW * clips[0].scale  # a window's length in video frames
+    for _ in range(50 * size):  # different clips (repeats only where windows do not overlap in time)
+        c = int(rng.choice(len(clips), p=weights / weights.sum()))
+        s = int(rng.choice(clips[c].starts))
+        if all(clips[pc].source != clips[c].source or abs(clips[pc].frame_of(ps) - clips[c].frame_of(s)) >= span
+               for pc, ps in picked):
+            picked.append((c, s))
+            if len(picked) == size:
+                return picked
+    raise MssyncError(f"cannot draw {size} non-overlapping windows from {len(clips)} clips; lower group_size")
+
+
+def sample_batch(clips: list[LevelClip], s: SyncerSettings, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    motion, audio = [], []
+    for _ in range(s.groups_per_batch):
+        for c, start in sample_group(clips, s.group_size, rng):
+            m, a = clips[c].windows(np.array([start]))
+            motion.append(m)
+            audio.append(a)
+    return torch.cat(motion), torch.cat(audio)  # (B*G, 5, F), (B*G, 20, n_mels)
+
+
+@torch.no_grad()
+def validate(model: Syncer, clips: list[LevelClip], s: SyncerSettings, device: torch.device) -> dict[str, float]:
+    """Same-clip top-1 retrieval (motion -> audio) among each group, and the margin-free loss."""
+    model.eval()
+    hits, chance, losses = [], [], []
+    for clip in clips:
+        for starts in evaluation_groups(clip, s.group_size):
+            motion, audio = clip.windows(starts)
+            m, a = model(motion.to(device), audio.to(device))
+            sims = m @ a.T
+            hits += (sims.argmax(dim=1) == torch.arange(len(starts), device=device)).tolist()
+            chance += [1 / len(starts)] * len(starts)
+            losses.append(float(info_nce(m[None], a[None], 0.0, s.temperature)))
+    model.train()
+    if not hits:
+        raise MssyncError("no validation windows at this level: the val clips are too short")
+    return {"val_loss": float(np.mean(losses)), "val_top1": float(np.mean(hits)), "val_chance": float(np.mean(chance))}
+
+
+def train_syncer(
+    train: Path, val: Path, space_path: Path, out: Path, metrics_tsv: Path, level: int,
+    settings: SyncerSettings, settings_dict: dict, kernel: int, seed: int, device_name: str = "auto",
+) -> dict:
+    """Train (or resume) the level's syncer; `out` holds the best model on the val split."""
+    device = pick_device(device_name)
+    space = MotionSpace.load(space_path)
+    train_clips = prepare_level(train, space, level, kernel, phases=True)
+    val_clips = prepare_level(val, space, level, kernel)
+    if not train_clips or not val_clips:
+        raise MssyncError(f"level {level}: no usable windows in the train or val split")
+    n_features, n_mels = train_clips[0].motion.shape[1], train_clips[0].audio.shape[1]
+    resume_path = out.with_suffix(".resume.pt")
+    resumable = {k: v for k, v in settings_dict.items() if k != "steps"}  # more steps = the same run, longer
+    key = fingerprint([train, val, space_path], settings=resumable, level=level, seed=seed, kernel=kernel)
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = Syncer(n_features, n_mels, settings, level).to(device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    step, best, rows = 0, {"val_top1": -1.0, "val_loss": float("inf"), "step": -1}, []
+    state = load_resume(resume_path, key)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        step, best = state["step"], state["best"]
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        rows = read_tsv(metrics_tsv, lambda row: int(row["epoch"]) <= step // settings.eval_every)
+        log.info("level %d: resuming at step %d (best val top-1 %.3f)", level, step, best["val_top1"])
+    log.info("level %d: %d train clips (%d windows), %d val clips, %d features, device %s", level, len(train_clips),
+             sum(len(c.starts) for c in train_clips), len(val_clips), n_features, device)
+
+    model.train()
+    started, running = time.perf_counter(), {"loss": [], "top1": []}
+    progress = tqdm(total=settings.steps, initial=step, desc=f"syncer level {level}", mininterval=10, leave=False)
+    while step < settings.steps:
+        motion, audio = sample_batch(train_clips, settings, rng)  # data
+        motion = motion + settings.noise * torch.randn_like(motion)
+        audio = audio + settings.noise * torch.randn_like(audio)
+        m, a = model(motion.to(device), audio.to(device))  # forward
+        groups = (settings.groups_per_batch, settings.group_size, -1)
+        m, a = m.view(groups), a.view(groups)
+        margin = settings.margin.at(step)
+        loss = info_nce(m, a, margin, settings.temperature)  # loss
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()  # backward
+        optimiser.step()
+        step += 1
+        progress.update()
+        with torch.no_grad():
+            top1 = (torch.bmm(m, a.transpose(1, 2)).argmax(-1) == torch.arange(settings.group_size, device=device)).float().mean()
+        running["loss"].append(float(loss.detach()))
+        running["top1"].append(float(top1))
+        if step % settings.eval_every == 0 or step == settings.steps:  # log + checkpoint
+            scores = validate(model, val_clips, settings, device)
+            rows.append({"epoch": len(rows) + 1, "step": step, "margin": round(margin, 5),
+                         "train_loss": round(np.mean(running["loss"]), 5), "train_top1": round(np.mean(running["top1"]), 4),
+                         "val_loss": round(scores["val_loss"], 5), "val_top1": round(scores["val_top1"], 4),
+                         "val_chance": round(scores["val_chance"], 4),
+                         "seconds": round(time.perf_counter() - started, 1)})
+            running = {"loss": [], "top1": []}
+            better = (scores["val_top1"], -scores["val_loss"]) > (best["val_top1"], -best["val_loss"])
+            if better or not out.is_file():
+                best = {"val_top1": scores["val_top1"], "val_loss": scores["val_loss"], "step": step}
+                save({"state_dict": model.state_dict(), "n_features": n_features,
+                       "n_mels": n_mels, "level": level, "settings": settings_dict, "seed": seed,
+                       "kernel": kernel, "best": best}, out)
+            write_tsv(metrics_tsv, TSV_COLUMNS, rows)
+            save({"fingerprint": key, "model": model.state_dict(),
+                   "optimiser": optimiser.state_dict(), "step": step, "best": best,
+                   "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, resume_path)
+            log.info("level %d step %d: train loss %.3f top-1 %.3f | val loss %.3f top-1 %.3f (chance %.3f)", level,
+                     step, rows[-1]["train_loss"], rows[-1]["train_top1"], scores["val_loss"], scores["val_top1"],
+                     scores["val_chance"])
+    progress.close()
+    return best
