@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 from mssync.core.config import FeatureSettings, LandmarkerSettings, load_params
-from mssync.features.features import extract_features
-from mssync.media.landmarks import open_landmarker, to_mp_image
-from mssync.media.ffmpeg import iter_frames
 from mssync.core.records import read_record
+from mssync.features.features import extract_features
+from mssync.media.ffmpeg import iter_frames
+from mssync.media.landmarks import open_landmarker, to_mp_image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,7 @@ def bare_landmarker_fps(frames: list, fps: int, settings: LandmarkerSettings) ->
 def stage_fps(record: Path, n_frames: int, features: FeatureSettings, landmarker: LandmarkerSettings) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        extract_features(record, Path(tmp) / "bench.parquet", features, landmarker)
+        extract_features(crop_record=record, out=Path(tmp) / "bench.parquet", settings=features, landmarker=landmarker)
         return n_frames / (time.perf_counter() - start)
 
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mssync.media.audio import log_mel
 from mssync.core.config import FeatureSettings, load_params
 from mssync.gan.model import AUDIO_PER_FRAME, Generator, GeneratorSettings
+from mssync.media.audio import log_mel
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -39,8 +39,8 @@ def warp_fps(runs: int, frames: int) -> dict:
     import torch
 
     from mssync.core.config import load_section
-    from mssync.media.ffmpeg import iter_frames
     from mssync.features.schema import list_column_to_numpy, read_table
+    from mssync.media.ffmpeg import iter_frames
     from mssync.render.warp import PortraitWarper
 
     cv2.setNumThreads(1)

@@ -6,27 +6,13 @@ suite stays fast; the session-scoped `make_clip` caches each made clip by name f
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Callable
 
 import pytest
+from helpers import CLIPS_DIR, MODEL_PATH, REPO_ROOT, SHARED, TINY_DATASET_CLIPS, crop_sample, make_raw, run_ffmpeg
 
 from mssync.core.config import CropSettings, FeatureSettings, LandmarkerSettings, load_params
-from mssync.core.records import OK, read_record, write_record
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-CLIPS_DIR = SHARED / "data" / "clips"
-MODEL_PATH = SHARED / "models" / "face_landmarker.task"
-FFMPEG = shutil.which("ffmpeg")
-
-requires_clips = pytest.mark.skipif(not CLIPS_DIR.is_dir(), reason=f"sample clips not found at {CLIPS_DIR}")
-requires_model = pytest.mark.skipif(not MODEL_PATH.is_file(), reason=f"landmarker model not found at {MODEL_PATH}")
-requires_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg binary not on PATH")
-
 
 # --------------------------------------------------------------------------- paths and settings
 
@@ -77,15 +63,6 @@ def feature_settings(params: dict) -> FeatureSettings:
 # --------------------------------------------------------------------------- raw clips and records
 
 
-def make_raw(tmp_path: Path, clip_id: str, src_path: Path, trim: dict | None = None) -> Path:
-    """Place `src_path` at tmp/raw/{clip_id}.mp4 with an 'ok' download record; return the record path."""
-    raw = tmp_path / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    dest = raw / f"{clip_id}.mp4"
-    shutil.copyfile(src_path, dest)
-    record = raw / f"{clip_id}.json"
-    write_record(record, clip_id, "download", OK, file=f"{clip_id}.mp4", speaker=clip_id, trim=trim, sha256=None)
-    return record
 
 
 @pytest.fixture(name="make_raw", scope="session")
@@ -94,30 +71,10 @@ def _make_raw_fixture() -> Callable[..., Path]:
     return make_raw
 
 
-def crop_sample(
-    tmp_path: Path,
-    clip_id: str,
-    src_path: Path,
-    crop_settings: CropSettings,
-    landmarker_settings: LandmarkerSettings,
-    trim: dict | None = None,
-) -> tuple[dict, Path]:
-    """make_raw + the real crop stage into tmp/clips; returns (record as read back from disk, out dir).
-
-    Also checks that the returned record is the one on disk.
-    """
-    from mssync.data.crop import crop_clip
-
-    out_dir = tmp_path / "clips"
-    returned = crop_clip(make_raw(tmp_path, clip_id, src_path, trim), out_dir, crop_settings, landmarker_settings)
-    on_disk = read_record(out_dir / f"{clip_id}.json")
-    assert on_disk == json.loads(json.dumps(returned, default=str)), "crop_clip returned a different record than it wrote"
-    return on_disk, out_dir
 
 
 # --------------------------------------------------------------------------- a tiny real dataset
 
-TINY_DATASET_CLIPS = {"vox2-00015": "train", "vox2-00086": "val", "vox2-00373": "test"}  # 5 s cuts (125 frames)
 
 
 @pytest.fixture(scope="session")
@@ -135,17 +92,17 @@ def tiny_dataset(tmp_path_factory, sample_clip, crop_settings, landmarker_settin
         record, clips_dir = crop_sample(root, clip_id, sample_clip(clip_id), crop_settings, landmarker_settings,
                                         trim={"start_s": 0, "end_s": 5})
         assert record["status"] == "ok", record.get("reason")
-        extract_features(clips_dir / f"{clip_id}.json", root / "features" / f"{clip_id}.parquet", feature_settings,
-                         landmarker_settings)
+        extract_features(crop_record=clips_dir / f"{clip_id}.json", out=root / "features" / f"{clip_id}.parquet", settings=feature_settings,
+                         landmarker=landmarker_settings)
         rows.append(f"{clip_id},file:{clip_id}.mp4,{clip_id},0,5,{split}")
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
-    by_split = build_dataset(root / "manifest.csv", root / "raw", root / "clips", root / "features", root / "dataset",
-                             root / "rejected.csv", DatasetSettings(0, 0.12, 0.16, 0.9))
+    by_split = build_dataset(manifest=root / "manifest.csv", raw_dir=root / "raw", clips_dir=root / "clips", features_dir=root / "features", out_dir=root / "dataset",
+                             rejected_csv=root / "rejected.csv", settings=DatasetSettings(0, 0.12, 0.16, 0.9))
     assert by_split == {split: [clip] for clip, split in TINY_DATASET_CLIPS.items()}
     split = {s: root / "dataset" / f"{s}.parquet" for s in ("train", "val", "test")}
     space = root / "motion_space.npz"
-    fit_motion_space(split["train"], split["val"], split["test"], space, root / "motion_space.json",
-                     MotionSettings(expression_components=8, smooth_frames=3, max_gap_frames=12))
+    fit_motion_space(train=split["train"], val=split["val"], test=split["test"], out=space, metrics=root / "motion_space.json",
+                     settings=MotionSettings(expression_components=8, smooth_frames=3, max_gap_frames=12), crop_size=256)
     test_clip = next(c for c, s in TINY_DATASET_CLIPS.items() if s == "test")
     return {"root": root, "split": split, "space": space, "clips_dir": root / "clips",
             "features": root / "features" / f"{test_clip}.parquet", "wav": root / "clips" / f"{test_clip}.wav"}
@@ -154,14 +111,6 @@ def tiny_dataset(tmp_path_factory, sample_clip, crop_settings, landmarker_settin
 # --------------------------------------------------------------------------- ffmpeg
 
 
-def run_ffmpeg(*args: str | Path) -> None:
-    """Run the real ffmpeg binary; fail the test with its stderr when it fails."""
-    if FFMPEG is None:
-        pytest.skip("ffmpeg binary not on PATH")
-    cmd = [FFMPEG, "-nostdin", "-y", "-loglevel", "error", *map(str, args)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.fail(f"ffmpeg failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
 
 
 @pytest.fixture(scope="session")
@@ -194,17 +143,6 @@ def make_clip(ffmpeg_dir: Path) -> Callable[..., Path]:
     return make
 
 
-def video_frame_times(path: Path) -> list[float]:
-    """Presentation times (s) of every decoded video frame, from the real ffprobe."""
-    ffprobe = shutil.which("ffprobe")
-    if ffprobe is None:
-        pytest.skip("ffprobe binary not on PATH")
-    proc = subprocess.run(
-        [ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries", "frame=pts_time",
-         "-of", "json", str(path)],
-        capture_output=True, text=True, check=True,
-    )
-    return [float(f["pts_time"]) for f in json.loads(proc.stdout)["frames"]]
 
 
 @pytest.fixture(scope="module")

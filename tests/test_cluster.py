@@ -24,11 +24,11 @@ from typing import Iterator
 
 import pytest
 import yaml
+from helpers import REPO, TINY_CLIPS, TINY_FRAMES, make_project, run, tiny_params
+from slurm_cluster import NODE_GPUS, SlurmCluster, ensure_installed
 
 from mssync.features.schema import read_table
 from mssync.syncers.model import Syncer
-from slurm_cluster import NODE_GPUS, SlurmCluster, ensure_installed
-from test_workflow import REPO, TINY_CLIPS, TINY_FRAMES, make_project, run, tiny_params
 
 pytestmark = pytest.mark.integration
 

@@ -28,7 +28,7 @@ def test_shipped_params_are_valid(params):
         (("crop", "box_scale"), 12, "crop.box_scale"),
         (("features", "hop_ms"), 15, "features.hop_ms"),
         (("features", "n_mels"), "26", "features.n_mels"),
-        (("device",), "tpu", "device"),
+        (("syncers", "device"), "tpu", "syncers.device"),
         (("dataset", "test_fraction"), 0.9, "dataset.test_fraction"),
     ],
 )

@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from helpers import crop_sample, make_raw, requires_clips, run_ffmpeg, video_frame_times
 
-from conftest import crop_sample, make_raw, requires_clips, run_ffmpeg, video_frame_times
-from mssync.data.crop import Box, ProbeStats, check_faces, crop_clip, face_box, probe_stats
 from mssync.core.errors import ClipRejected
+from mssync.core.records import OK, REJECTED, read_record, write_record
+from mssync.data.crop import Box, ProbeStats, check_faces, crop_clip, face_box, probe_stats
+from mssync.media.ffmpeg import probe
 from mssync.media.landmarks import Face
 from mssync.media.mesh import N_LANDMARKS
-from mssync.media.ffmpeg import probe
-from mssync.core.records import OK, REJECTED, read_record, write_record
 
 GOOD = "vox2-00010"  # 224x224, 25 fps, 16 kHz mono, 4.24 s
 OTHER = "vox2-00086"  # another speaker, same format
@@ -265,8 +265,8 @@ def test_rotated_clip_is_cropped_upright(tmp_path, rotated, sideways, crop_setti
     assert_good_output(record, out_dir, crop_settings)
     assert record["source"]["rotation"] in (90, 270)
     assert_box_inside(record)  # in the displayed 224x320 frame
-    meta = extract_features(out_dir / "rotated.json", tmp_path / "rotated.parquet", feature_settings,
-                            landmarker_settings)
+    meta = extract_features(crop_record=out_dir / "rotated.json", out=tmp_path / "rotated.parquet", settings=feature_settings,
+                            landmarker=landmarker_settings)
     assert meta["face_fraction"] > 0.9  # the landmarker finds an upright face in the output
 
     # control: the same pixels without the rotation tag show no usable face
@@ -439,7 +439,7 @@ def test_strict_mode_raises_after_writing_the_record(tmp_path, short, crop_setti
     raw_record = make_raw(tmp_path, "short", short)
     out_dir = tmp_path / "clips"
     with pytest.raises(ClipRejected, match="too short"):
-        crop_clip(raw_record, out_dir, crop_settings, landmarker_settings, strict=True)
+        crop_clip(raw_record=raw_record, out_dir=out_dir, settings=crop_settings, landmarker=landmarker_settings, strict=True)
     assert read_record(out_dir / "short.json")["status"] == REJECTED
 
 
@@ -447,12 +447,12 @@ def test_clip_that_was_not_downloaded_is_refused(tmp_path, crop_settings, landma
     raw = tmp_path / "raw"
     raw.mkdir()
     write_record(raw / "gone.json", "gone", "download", REJECTED, reason="sha256 mismatch", speaker="gone")
-    record = crop_clip(raw / "gone.json", tmp_path / "clips", crop_settings, landmarker_settings)
+    record = crop_clip(raw_record=raw / "gone.json", out_dir=tmp_path / "clips", settings=crop_settings, landmarker=landmarker_settings)
     assert record["status"] == REJECTED and record["reason"] == "not downloaded: sha256 mismatch"
     assert read_record(tmp_path / "clips" / "gone.json") == record
     assert not (tmp_path / "clips" / "gone.mp4").exists()
     with pytest.raises(ClipRejected, match="not downloaded"):
-        crop_clip(raw / "gone.json", tmp_path / "clips", crop_settings, landmarker_settings, strict=True)
+        crop_clip(raw_record=raw / "gone.json", out_dir=tmp_path / "clips", settings=crop_settings, landmarker=landmarker_settings, strict=True)
 
 
 # --------------------------------------------------------------------------- nothing produced is lost

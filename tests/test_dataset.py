@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from mssync.core.config import DatasetSettings
-from mssync.features.dataset import assign_splits, build_dataset, split_counts
 from mssync.core.errors import MssyncError
 from mssync.core.records import write_record
+from mssync.features.dataset import assign_splits, build_dataset, split_counts
 from mssync.features.schema import features_table, read_metadata, read_table, write_table
 
 SETTINGS = DatasetSettings(seed=0, val_fraction=0.12, test_fraction=0.16, min_face_fraction=0.9)
@@ -60,8 +60,8 @@ def test_build_dataset_accounts_for_every_clip(tmp_path):
     rows += ["noface,file:n.mp4,s9", "blurry,file:b.mp4,s8", "gone,file:g.mp4,s7"]
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
 
-    by_split = build_dataset(tmp_path / "m.csv", tmp_path / "raw", tmp_path / "clips", tmp_path / "features",
-                             tmp_path / "dataset", tmp_path / "rejected.csv", SETTINGS)
+    by_split = build_dataset(manifest=tmp_path / "m.csv", raw_dir=tmp_path / "raw", clips_dir=tmp_path / "clips", features_dir=tmp_path / "features",
+                             out_dir=tmp_path / "dataset", rejected_csv=tmp_path / "rejected.csv", settings=SETTINGS)
     assert sorted(sum(by_split.values(), [])) == [f"c{i}" for i in range(6)]
     speaker_split = {}
     for split, clips in by_split.items():
@@ -87,6 +87,6 @@ def test_strict_dataset_fails_on_rejections(tmp_path):
     _fake_clip(tmp_path, "a", "s", 10, 0.2)
     (tmp_path / "m.csv").write_text("id,url,speaker\na,file:a.mp4,s\n")
     with pytest.raises(MssyncError, match="rejected"):
-        build_dataset(tmp_path / "m.csv", tmp_path / "raw", tmp_path / "clips", tmp_path / "features",
-                      tmp_path / "dataset", tmp_path / "rejected.csv", SETTINGS, strict=True)
+        build_dataset(manifest=tmp_path / "m.csv", raw_dir=tmp_path / "raw", clips_dir=tmp_path / "clips", features_dir=tmp_path / "features",
+                      out_dir=tmp_path / "dataset", rejected_csv=tmp_path / "rejected.csv", settings=SETTINGS, strict=True)
     assert "a,s,dataset" in (tmp_path / "rejected.csv").read_text()

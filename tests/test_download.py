@@ -26,10 +26,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from mssync.core.config import DownloadSettings
-from mssync.data.download import cache_name, download_clip
 from mssync.core.errors import ClipRejected, MssyncError
-from mssync.data.manifest import ClipEntry
 from mssync.core.records import OK, REJECTED, read_record
+from mssync.data.download import cache_name, download_clip
+from mssync.data.manifest import ClipEntry
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CLIPS_DIR = SHARED / "data" / "clips"
@@ -159,7 +159,7 @@ def make_zip(path: Path, members: dict[str, bytes]) -> bytes:
 
 def run(entry: ClipEntry, settings: DownloadSettings, out: Path, strict: bool = False) -> tuple[dict, Path, Path]:
     dest, record_path = out / f"{entry.id}.mp4", out / f"{entry.id}.json"
-    record = download_clip(entry, settings, dest, record_path, strict=strict)
+    record = download_clip(entry=entry, settings=settings, dest=dest, record_path=record_path, strict=strict)
     assert read_record(record_path) == json.loads(json.dumps(record))  # what is returned is what is on disk
     return record, dest, record_path
 
@@ -445,7 +445,7 @@ def test_strict_raises_after_writing_the_record(server, settings, out):
     entry = ClipEntry("c1", server.url("gone.mp4"), "spk1")
 
     with pytest.raises(ClipRejected, match="HTTP 404"):
-        download_clip(entry, settings, out / "c1.mp4", out / "c1.json", strict=True)
+        download_clip(entry=entry, settings=settings, dest=out / "c1.mp4", record_path=out / "c1.json", strict=True)
 
     record = read_record(out / "c1.json")
     assert record["status"] == REJECTED and "HTTP 404" in record["reason"]

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from test_workflow import REPO, make_project, run, tiny_params
+from helpers import REPO, make_project, run, tiny_params
 
 pytestmark = pytest.mark.integration
 

@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from mssync.motion import dynamics
+from mssync.core.config import load_section
 from mssync.evaluation import lips
-from mssync.motion.clips import ClipMotion
 from mssync.evaluation.evaluate import EvaluationSettings, dynamics_metrics, tsv
 from mssync.gan.evaluate import GROUND_TRUTH, OTHER_AUDIO, STATIC, Track, baselines, clip_sync
+from mssync.motion import dynamics
+from mssync.motion.clips import ClipMotion
 from mssync.syncers.pyramid import AUDIO_PER_MOTION, MOTION_WINDOW
 
 KERNEL = 7
@@ -193,13 +194,13 @@ def test_mouth_opening_and_landmark_distance_in_pixels():
 def test_settings_are_validated_against_the_schema():
     good = {"ablations": {"single_scale": [0]}, "max_offset_frames": 15, "lip_lag_ms": 200,
             "dynamics_window_frames": 25, "dynamics_hop_frames": 5, "histogram_bins": 40}
-    assert EvaluationSettings.from_json(json.dumps(good)).ablations == {"single_scale": [0]}
+    assert load_section(EvaluationSettings, json.dumps(good), None).ablations == {"single_scale": [0]}
     from mssync.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="evaluation.max_offset_frames"):
-        EvaluationSettings.from_json(json.dumps({**good, "max_offset_frames": 0}))
+        load_section(EvaluationSettings, json.dumps({**good, "max_offset_frames": 0}), None)
     with pytest.raises(ConfigError, match="evaluation.ablations"):
-        EvaluationSettings.from_json(json.dumps({**good, "ablations": {"Bad Name": [0]}}))
+        load_section(EvaluationSettings, json.dumps({**good, "ablations": {"Bad Name": [0]}}), None)
 
 
 def test_tsv_formats_floats_and_keeps_columns():

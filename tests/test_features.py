@@ -12,14 +12,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile
+from helpers import MODEL_PATH, crop_sample, requires_clips
 
-from conftest import MODEL_PATH, crop_sample, requires_clips
-from mssync.media.audio import log_mel
 from mssync.core.errors import MssyncError
-from mssync.features.features import extract_features, owned_mel
-from mssync.media.landmarks import model_sha256
-from mssync.media.ffmpeg import read_wav
 from mssync.core.records import REJECTED, read_record
+from mssync.features.features import extract_features, owned_mel
 from mssync.features.schema import (
     SCHEMA_VERSION,
     audio_frames_per_video_frame,
@@ -27,6 +24,9 @@ from mssync.features.schema import (
     owned_audio_frames,
     read_table,
 )
+from mssync.media.audio import log_mel
+from mssync.media.ffmpeg import read_wav
+from mssync.media.landmarks import model_sha256
 
 CLIP = "vox2-00010"
 MODEL_SHA256 = "81121f0527e9b71660e53bd7f4bd94b3795c5ed7de6f42ebd601fc3e95febe28"  # shared/models/README.md
@@ -51,7 +51,7 @@ def features(cropped, tmp_path_factory, feature_settings, landmarker_settings):
     """(parquet path, returned metadata) of extract_features on the crop, default settings."""
     record_path, _ = cropped
     out = tmp_path_factory.mktemp("features") / "talk.parquet"
-    meta = extract_features(record_path, out, feature_settings, landmarker_settings)
+    meta = extract_features(crop_record=record_path, out=out, settings=feature_settings, landmarker=landmarker_settings)
     return out, meta
 
 
@@ -128,7 +128,7 @@ def test_mel_in_the_file_is_the_owned_mel_of_the_wav(cropped, features, feature_
 def test_n_mels_setting_changes_the_mel_shape(cropped, tmp_path, feature_settings, landmarker_settings):
     record_path, record = cropped
     settings = dataclasses.replace(feature_settings, n_mels=40)
-    meta = extract_features(record_path, tmp_path / "talk40.parquet", settings, landmarker_settings)
+    meta = extract_features(crop_record=record_path, out=tmp_path / "talk40.parquet", settings=settings, landmarker=landmarker_settings)
     table, _ = read_table(tmp_path / "talk40.parquet", columns=["mel"])
     assert list_column_to_numpy(table.column("mel")).shape == (record["output"]["frames"], 4, 40)
     assert meta["n_mels"] == 40
@@ -143,7 +143,7 @@ def test_rejected_crop_record_is_refused(tmp_path, sample_clip, crop_settings, l
     assert record["status"] == REJECTED
     out = tmp_path / "short.parquet"
     with pytest.raises(MssyncError, match="rejected at the crop stage"):
-        extract_features(out_dir / "short.json", out, feature_settings, landmarker_settings)
+        extract_features(crop_record=out_dir / "short.json", out=out, settings=feature_settings, landmarker=landmarker_settings)
     assert not out.exists()
 
 
@@ -154,7 +154,7 @@ def test_wav_at_another_rate_than_the_record_is_refused(tmp_path, feature_settin
     write_record(tmp_path / "c.json", "c", "crop", "ok", output={
         "video": "c.mp4", "audio": "c.wav", "size": 256, "fps": 25, "sample_rate": 16000, "frames": 75})
     with pytest.raises(MssyncError, match="44100 Hz"):
-        extract_features(tmp_path / "c.json", tmp_path / "c.parquet", feature_settings, landmarker_settings)
+        extract_features(crop_record=tmp_path / "c.json", out=tmp_path / "c.parquet", settings=feature_settings, landmarker=landmarker_settings)
     assert read_record(tmp_path / "c.json")["status"] == "ok"
 
 

@@ -8,8 +8,18 @@ import pytest
 import torch
 import yaml
 
-from mssync.gan.model import (AUDIO_PER_FRAME, AudioPyramid, Branches, FrameDiscriminator, Generator,
-                              GeneratorSettings, SequenceDiscriminator, causal_upsample, hinge_d, hinge_g)
+from mssync.gan.model import (
+    AUDIO_PER_FRAME,
+    AudioPyramid,
+    Branches,
+    FrameDiscriminator,
+    Generator,
+    GeneratorSettings,
+    SequenceDiscriminator,
+    causal_upsample,
+    hinge_d,
+    hinge_g,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 GAN = yaml.safe_load((REPO / "params.yaml").read_text())["gan"]

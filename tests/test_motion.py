@@ -12,16 +12,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import crop_sample, requires_clips
 
-from conftest import crop_sample, requires_clips
 from mssync.core.config import MotionSettings
 from mssync.core.errors import MssyncError
 from mssync.features.features import extract_features
-from mssync.motion.clips import load_split
-from mssync.media.mesh import JAW_LANDMARKS, LIP_LANDMARKS, RIGID_LANDMARKS
-from mssync.motion.space import FORMAT_VERSION, MotionSpace, axis_angle_to_matrix, matrix_to_axis_angle, moving_average
-from mssync.motion.motion_space import fit_motion_space
 from mssync.features.schema import features_table, list_column_to_numpy, read_table, write_table
+from mssync.media.mesh import JAW_LANDMARKS, LIP_LANDMARKS, RIGID_LANDMARKS
+from mssync.motion.clips import load_split
+from mssync.motion.motion_space import fit_motion_space
+from mssync.motion.space import FORMAT_VERSION, MotionSpace, axis_angle_to_matrix, matrix_to_axis_angle, moving_average
 
 CLIP = "vox2-00010"
 CROP = 256  # px; landmark units are fractions of the crop
@@ -245,7 +245,7 @@ def real_features(tmp_path_factory, sample_clip, crop_settings, landmarker_setti
                                   trim={"start_s": 0, "end_s": 3})
     assert record["status"] == "ok", record.get("reason")
     out = tmp / "talk.parquet"
-    extract_features(out_dir / "talk.json", out, feature_settings, landmarker_settings)
+    extract_features(crop_record=out_dir / "talk.json", out=out, settings=feature_settings, landmarker=landmarker_settings)
     return out
 
 
@@ -299,7 +299,8 @@ def test_fit_motion_space_end_to_end_on_three_small_splits(real_features, tmp_pa
                                                  cols["blendshapes"], flags, cols["mel"], {**meta, "clip_id": f"fake-{split}"}))
 
     out, metrics = tmp_path / "models" / "motion_space.npz", tmp_path / "metrics" / "motion.json"
-    report = fit_motion_space(paths["train"], paths["val"], paths["test"], out, metrics, settings(k=8, smooth=3, max_gap=12))
+    report = fit_motion_space(train=paths["train"], val=paths["val"], test=paths["test"], out=out, metrics=metrics, settings=settings(k=8, smooth=3, max_gap=12),
+                              crop_size=256)
     written = json.loads(metrics.read_text())
     assert written == json.loads(json.dumps(report))
     assert (written["components"], written["dim"], written["syncer_dim"]) == (8, 15, 121)

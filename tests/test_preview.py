@@ -19,8 +19,6 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from mssync.media import mesh
-from mssync.features import preview
 from mssync.cli import main as cli_main
 from mssync.core.config import (
     CropSettings,
@@ -30,10 +28,12 @@ from mssync.core.config import (
     load_params,
     settings_from_mapping,
 )
-from mssync.data.crop import crop_clip
-from mssync.features.features import extract_features
 from mssync.core.records import OK, REJECTED, read_record, write_record
+from mssync.data.crop import crop_clip
+from mssync.features import preview
+from mssync.features.features import extract_features
 from mssync.features.schema import list_column_to_numpy, read_table, write_table
+from mssync.media import mesh
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -93,11 +93,11 @@ def download_record(root: Path, clip_id: str, src: Path | bytes) -> Path:
 def ok_clip(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> Clip:
     root = tmp_path_factory.mktemp("ok")
     raw_record = download_record(root, SAMPLE_ID, CLIPS_DIR / f"{SAMPLE_ID}.mp4")
-    record = crop_clip(raw_record, root / "clips", settings.crop, settings.landmarker)
+    record = crop_clip(raw_record=raw_record, out_dir=root / "clips", settings=settings.crop, landmarker=settings.landmarker)
     assert record["status"] == OK, record.get("reason")
     crop_record = root / "clips" / f"{SAMPLE_ID}.json"
     features = root / "features" / f"{SAMPLE_ID}.parquet"
-    extract_features(crop_record, features, settings.features, settings.landmarker)
+    extract_features(crop_record=crop_record, out=features, settings=settings.features, landmarker=settings.landmarker)
     return Clip(raw_record, crop_record, features)
 
 
@@ -114,7 +114,7 @@ def two_face_clip(tmp_path_factory: pytest.TempPathFactory, settings: Settings) 
     )
     clip_id = "two-faces"
     raw_record = download_record(root, clip_id, joined)
-    record = crop_clip(raw_record, root / "clips", settings.crop, settings.landmarker)
+    record = crop_clip(raw_record=raw_record, out_dir=root / "clips", settings=settings.crop, landmarker=settings.landmarker)
     assert record["status"] == REJECTED and record["reason"].startswith("several faces"), record
     return Clip(raw_record, root / "clips" / f"{clip_id}.json", None)
 
@@ -148,8 +148,8 @@ def open_sheet(path: Path, n_tiles: int) -> Image.Image:
 
 def test_ok_sheet_draws_stored_landmarks_on_crop_frames(ok_clip: Clip, settings: Settings, tmp_path: Path) -> None:
     out = tmp_path / "preview" / f"{SAMPLE_ID}.png"
-    preview.make_preview(ok_clip.raw_record, ok_clip.crop_record, ok_clip.features, out,
-                         settings.preview, settings.landmarker)
+    preview.make_preview(raw_record=ok_clip.raw_record, crop_record=ok_clip.crop_record, features=ok_clip.features, out=out,
+                         settings=settings.preview, landmarker=settings.landmarker)
     n = settings.preview.frames
     sheet = open_sheet(out, n)
     assert sheet.height == 2 * preview.TITLE_PAD + 3 * (preview.TITLE_FONT_SIZE + preview.LINE_SPACING) \
@@ -182,7 +182,7 @@ def test_frames_without_a_face_are_marked_not_drawn(ok_clip: Clip, settings: Set
     features = tmp_path / "lost.parquet"
     write_table(features, lost)
     out = tmp_path / "lost.png"
-    preview.make_preview(ok_clip.raw_record, ok_clip.crop_record, features, out, settings.preview, settings.landmarker)
+    preview.make_preview(raw_record=ok_clip.raw_record, crop_record=ok_clip.crop_record, features=features, out=out, settings=settings.preview, landmarker=settings.landmarker)
     n = settings.preview.frames
     sheet = open_sheet(out, n)
     assert count(sheet, preview.LIP_COLOUR) == 0
@@ -193,7 +193,7 @@ def test_frames_without_a_face_are_marked_not_drawn(ok_clip: Clip, settings: Set
 
 def test_ok_sheet_without_features_shows_plain_frames(ok_clip: Clip, settings: Settings, tmp_path: Path) -> None:
     out = tmp_path / "plain.png"
-    preview.make_preview(ok_clip.raw_record, ok_clip.crop_record, None, out, settings.preview, settings.landmarker)
+    preview.make_preview(raw_record=ok_clip.raw_record, crop_record=ok_clip.crop_record, features=None, out=out, settings=settings.preview, landmarker=settings.landmarker)
     sheet = open_sheet(out, settings.preview.frames)
     assert count(sheet, preview.LIP_COLOUR) == 0
     assert count(sheet, preview.REJECTED_TEXT) > 0  # the note that landmarks are not drawn
@@ -201,8 +201,8 @@ def test_ok_sheet_without_features_shows_plain_frames(ok_clip: Clip, settings: S
 
 def test_rejected_sheet_boxes_every_face_found(two_face_clip: Clip, settings: Settings, tmp_path: Path) -> None:
     out = tmp_path / "rejected.png"
-    preview.make_preview(two_face_clip.raw_record, two_face_clip.crop_record, None, out,
-                         settings.preview, settings.landmarker)
+    preview.make_preview(raw_record=two_face_clip.raw_record, crop_record=two_face_clip.crop_record, features=None, out=out,
+                         settings=settings.preview, landmarker=settings.landmarker)
     n = settings.preview.frames
     sheet = open_sheet(out, n)
     assert count(sheet, preview.REJECTED_TEXT, (0, 0, sheet.width, 30)) > 0  # "REJECTED at crop: ..." first
@@ -224,7 +224,7 @@ def test_rejected_sheet_draws_the_recorded_crop_box(ok_clip: Clip, settings: Set
     crop_record = tmp_path / f"{SAMPLE_ID}.json"
     write_record(crop_record, SAMPLE_ID, "crop", REJECTED, reason="silent audio: RMS -80.0 dBFS < -55.0", **fields)
     out = tmp_path / "box.png"
-    preview.make_preview(ok_clip.raw_record, crop_record, None, out, settings.preview, settings.landmarker)
+    preview.make_preview(raw_record=ok_clip.raw_record, crop_record=crop_record, features=None, out=out, settings=settings.preview, landmarker=settings.landmarker)
     n = settings.preview.frames
     sheet = open_sheet(out, n)
     scale = preview.TILE / 224
@@ -238,11 +238,11 @@ def test_rejected_sheet_draws_the_recorded_crop_box(ok_clip: Clip, settings: Set
 def test_unreadable_raw_video_gives_a_text_only_sheet(settings: Settings, tmp_path: Path) -> None:
     clip_id = "broken"
     raw_record = download_record(tmp_path, clip_id, np.random.default_rng(0).bytes(1024))
-    record = crop_clip(raw_record, tmp_path / "clips", settings.crop, settings.landmarker)
+    record = crop_clip(raw_record=raw_record, out_dir=tmp_path / "clips", settings=settings.crop, landmarker=settings.landmarker)
     assert record["status"] == REJECTED and "unreadable" in record["reason"]
     out = tmp_path / "broken.png"
-    preview.make_preview(raw_record, tmp_path / "clips" / f"{clip_id}.json", None, out,
-                         settings.preview, settings.landmarker)
+    preview.make_preview(raw_record=raw_record, crop_record=tmp_path / "clips" / f"{clip_id}.json", features=None, out=out,
+                         settings=settings.preview, landmarker=settings.landmarker)
     sheet = open_sheet(out, 0)
     assert sheet.height < preview.TILE
     assert count(sheet, preview.REJECTED_TEXT) > 0

@@ -15,23 +15,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import requires_clips, requires_ffmpeg, requires_model, run_ffmpeg
 from PIL import Image
 
-from conftest import requires_clips, requires_ffmpeg, requires_model, run_ffmpeg
-from mssync.render.animate import load_portrait
-from mssync.render.animate_inputs import SpeechFeatures, pairs_from_dirs, speech_log_mel
 from mssync.core.config import load_section
 from mssync.core.errors import MssyncError
+from mssync.features.schema import list_column_to_numpy, read_table
 from mssync.gan.train import GanSettings, train_gan
 from mssync.media.ffmpeg import iter_frames, read_wav
-from mssync.motion.space import MotionSpace
-from mssync.render.render import (PSNR_CAP_DB, adjust_motion, masked_psnr, reenactment_fidelity, render_test_clips,
-                           retarget_expression)
-from mssync.features.schema import list_column_to_numpy, read_table
 from mssync.media.mesh import mediapipe_mesh
+from mssync.motion.space import MotionSpace
+from mssync.render.animate import load_portrait
+from mssync.render.animate_inputs import SpeechFeatures, pairs_from_dirs, speech_log_mel
+from mssync.render.render import (
+    PSNR_CAP_DB,
+    adjust_motion,
+    masked_psnr,
+    reenactment_fidelity,
+    render_test_clips,
+    retarget_expression,
+)
 from mssync.render.warp import PortraitWarper, face_region_mask, to_pixels
 
-pytestmark = [requires_clips, requires_model, requires_ffmpeg, pytest.mark.usefixtures("torch_one_thread")]
+pytestmark = [pytest.mark.integration, requires_clips, requires_model, requires_ffmpeg,
+              pytest.mark.usefixtures("torch_one_thread")]
 
 REPO = Path(__file__).resolve().parents[1]
 P = MotionSpace.POSE_DIM
@@ -55,8 +62,9 @@ def generator(tiny_dataset, tmp_path_factory) -> Path:
            "presets": {"tiny": {"model": TINY_MODEL, "batch": 2, "iterations": 6, "lr_g": 1e-3, "lr_d": 1e-4,
                                 "eval_every": 3, "val_frames": 40}}}
     split = tiny_dataset["split"]
-    train_gan(split["train"], split["val"], tiny_dataset["space"], {}, out / "generator.pt", out / "train.tsv",
-              out / "val.tsv", GanSettings.from_params(gan), gan, 7, 0, "cpu")
+    train_gan(train=split["train"], val=split["val"], space_path=tiny_dataset["space"], syncer_paths=[],
+              out=out / "generator.pt", train_tsv=out / "train.tsv", val_tsv=out / "val.tsv",
+              settings=GanSettings.from_params(gan))
     return out / "generator.pt"
 
 
@@ -344,8 +352,8 @@ def test_batch_pairs_by_name_and_reports_the_bad_pair(generator, tiny_dataset, p
 
 def test_render_stage_writes_videos_sheets_and_fidelity(generator, tiny_dataset, tmp_path, render_settings):
     settings = dataclasses.replace(render_settings, fidelity_stride=10, sheet_frames=3)
-    report = render_test_clips(tiny_dataset["split"]["test"], tiny_dataset["clips_dir"], generator,
-                               tiny_dataset["space"], tmp_path / "videos", tmp_path / "metrics.json", settings, "cpu")
+    report = render_test_clips(test=tiny_dataset["split"]["test"], clips_dir=tiny_dataset["clips_dir"], model=generator,
+                               space=tiny_dataset["space"], out_dir=tmp_path / "videos", metrics=tmp_path / "metrics.json", settings=settings, device="cpu")
     clip = tiny_dataset["features"].stem
     assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == [f"{clip}.mp4", f"{clip}.png"]
     assert probe_streams(tmp_path / "videos" / f"{clip}.mp4")["video"]["width"] == 4 * 256

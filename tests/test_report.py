@@ -87,8 +87,8 @@ def inputs(tmp_path) -> dict:
 
 
 def test_report_is_self_contained_and_links_videos_relatively(inputs):
-    page = build_report(inputs["metrics"], inputs["details"], inputs["plots"], inputs["runs"], inputs["syncer"],
-                        None, inputs["videos"], None, inputs["out"])
+    page = build_report(metrics_path=inputs["metrics"], details_path=inputs["details"], plots_dir=inputs["plots"], gan_runs=inputs["runs"], syncer_curves=inputs["syncer"],
+                        syncer_metrics_path=None, videos=inputs["videos"], render_metrics=None, out=inputs["out"])
     assert inputs["out"].read_text() == page
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing fetched from elsewhere
     assert '<link' not in page and '<script' not in page
@@ -104,6 +104,6 @@ def test_report_is_self_contained_and_links_videos_relatively(inputs):
 
 
 def test_report_without_render_outputs_says_so(inputs):
-    page = build_report(inputs["metrics"], inputs["details"], inputs["plots"], inputs["runs"], [], None, None, None,
-                        inputs["out"])
+    page = build_report(metrics_path=inputs["metrics"], details_path=inputs["details"], plots_dir=inputs["plots"], gan_runs=inputs["runs"], syncer_curves=[], syncer_metrics_path=None, videos=None, render_metrics=None,
+                        out=inputs["out"])
     assert "No rendered videos" in page and "clipA: no video" in page

@@ -12,11 +12,11 @@ import pytest
 from mssync.core.errors import MssyncError, SchemaVersionError
 from mssync.features.schema import (
     SCHEMA_VERSION,
-    nested_list,
     decode_metadata,
     encode_metadata,
     features_table,
     list_column_to_numpy,
+    nested_list,
     read_metadata,
     read_table,
     write_table,

@@ -5,69 +5,31 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from helpers import REPO, TINY_CLIPS, TINY_FRAMES, make_project, run, tiny_params, tool_env
 
 from mssync.core.records import read_record
 from mssync.features.schema import list_column_to_numpy, read_metadata, read_table
 from mssync.syncers.model import Syncer
 
-REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "workflow", "config", "src/mssync"]
-TINY_CLIPS = ["vox2-00015", "vox2-00086", "vox2-00373", "hdtf-ted-lieu"]
-TINY_FRAMES = 125  # 5 s cuts at 25 fps: long enough for one level-3 (1.6 s) syncer group
 
 pytestmark = pytest.mark.integration
 
 
-def tool_env() -> dict[str, str]:
-    """Run snakemake/dvc/mssync from the same environment as the tests."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc
 
 
-def tiny_params(**overrides) -> dict:
-    params = yaml.safe_load((REPO / "config/tiny/params.yaml").read_text())
-    params["download"]["mirror_dir"] = str(SHARED / "data/clips")
-    params["landmarker"]["model"] = str(SHARED / "models/face_landmarker.task")
-    params.update(overrides)
-    return params
 
 
-def make_project(root: Path, params: dict) -> Path:
-    """A git+DVC project holding this repo's workflow files and the given params.yaml."""
-    root.mkdir(parents=True, exist_ok=True)
-    for item in PROJECT_FILES:
-        src, dst = REPO / item, root / item
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    shutil.copy2(REPO / ".gitignore", root / ".gitignore")
-    run(["git", "init", "-q"], root)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "init"], root)
-    run(["dvc", "init", "-q"], root)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -199,11 +161,12 @@ def test_killed_syncer_training_resumes(repro, tmp_path):
     """Kill a training job once it has checkpointed; the rerun continues from that step."""
     root, _ = repro
     params = yaml.safe_load((root / "params.yaml").read_text())
-    preset = dict(params["syncers"]["presets"]["tiny"], steps=4000, eval_every=10)
+    syncers = params["syncers"]
+    syncers["presets"]["tiny"].update(steps=4000, eval_every=10)
     out, curve = tmp_path / "level0.pt", tmp_path / "level0.tsv"
     cmd = ["mssync", "train-syncer", "--train", "data/dataset/train.parquet", "--val", "data/dataset/val.parquet",
-           "--space", "models/motion_space.npz", "--level", "0", "--seed", "7", "--preset", json.dumps(preset),
-           "--out", str(out), "--metrics", str(curve)]
+           "--space", "models/motion_space.npz", "--level", "0", "--set", "loss",
+           "--syncers-settings", json.dumps(syncers), "--out", str(out), "--metrics", str(curve)]
     job = subprocess.Popen(cmd, cwd=root, env=tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     resume = out.with_suffix(".resume.pt")
     deadline = time.monotonic() + 120
@@ -215,8 +178,8 @@ def test_killed_syncer_training_resumes(repro, tmp_path):
     killed_at = torch.load(resume, weights_only=True)["step"]
     assert 0 < killed_at < 4000
 
-    preset["steps"] = killed_at + 20  # the same run, a little longer
-    cmd[cmd.index("--preset") + 1] = json.dumps(preset)
+    syncers["presets"]["tiny"]["steps"] = killed_at + 20  # the same run, a little longer
+    cmd[cmd.index("--syncers-settings") + 1] = json.dumps(syncers)
     proc = run(cmd, root)
     assert f"resuming at step {killed_at}" in proc.stderr
     rows = curve.read_text().splitlines()[1:]

@@ -27,8 +27,14 @@ def _add_settings(parser: argparse.ArgumentParser, *sections: str) -> None:
     parser.add_argument("--params", default=None, help="params file used when no JSON settings are given")
 
 
-def _settings(args: argparse.Namespace, section: str):
-    return load_section(section, getattr(args, f"{section}_settings"), args.params)
+def _settings(args: argparse.Namespace, section):
+    """A section's settings: the one way every command gets them (core.config.load_section)."""
+    name = section if isinstance(section, str) else section.SECTION
+    return load_section(section, getattr(args, f"{name}_settings"), args.params)
+
+
+def _paths(values: list[str]) -> list[Path]:
+    return [Path(v) for v in values]
 
 
 def cmd_download(args: argparse.Namespace) -> None:
@@ -38,113 +44,74 @@ def cmd_download(args: argparse.Namespace) -> None:
     entry = manifest_by_id(args.manifest).get(args.clip)
     if entry is None:
         raise MssyncError(f"{args.manifest}: no clip with id {args.clip!r}")
-    download_clip(entry, _settings(args, "download"), Path(args.out), Path(args.record), strict=args.strict)
+    download_clip(entry=entry, settings=_settings(args, "download"), dest=Path(args.out), record_path=Path(args.record),
+                  strict=args.strict)
 
 
 def cmd_crop(args: argparse.Namespace) -> None:
     from mssync.data.crop import crop_clip
 
-    crop_clip(
-        raw_record=Path(args.raw_record),
-        out_dir=Path(args.out_dir),
-        settings=_settings(args, "crop"),
-        landmarker=_settings(args, "landmarker"),
-        strict=args.strict,
-    )
+    crop_clip(raw_record=Path(args.raw_record), out_dir=Path(args.out_dir), settings=_settings(args, "crop"),
+              landmarker=_settings(args, "landmarker"), strict=args.strict)
 
 
 def cmd_features(args: argparse.Namespace) -> None:
     from mssync.features.features import extract_features
 
-    extract_features(
-        crop_record=Path(args.crop_record),
-        out=Path(args.out),
-        settings=_settings(args, "features"),
-        landmarker=_settings(args, "landmarker"),
-    )
+    extract_features(crop_record=Path(args.crop_record), out=Path(args.out), settings=_settings(args, "features"),
+                     landmarker=_settings(args, "landmarker"))
 
 
 def cmd_dataset(args: argparse.Namespace) -> None:
     from mssync.features.dataset import build_dataset
 
-    build_dataset(
-        manifest=Path(args.manifest),
-        raw_dir=Path(args.raw_dir),
-        clips_dir=Path(args.clips_dir),
-        features_dir=Path(args.features_dir),
-        out_dir=Path(args.out_dir),
-        rejected_csv=Path(args.rejected),
-        settings=_settings(args, "dataset"),
-        strict=args.strict,
-    )
+    build_dataset(manifest=Path(args.manifest), raw_dir=Path(args.raw_dir), clips_dir=Path(args.clips_dir),
+                  features_dir=Path(args.features_dir), out_dir=Path(args.out_dir), rejected_csv=Path(args.rejected),
+                  settings=_settings(args, "dataset"), strict=args.strict)
 
 
 def cmd_preview(args: argparse.Namespace) -> None:
     from mssync.features.preview import make_preview
 
-    make_preview(
-        raw_record=Path(args.raw_record),
-        crop_record=Path(args.crop_record),
-        features=Path(args.features) if args.features else None,
-        out=Path(args.out),
-        settings=_settings(args, "preview"),
-        landmarker=_settings(args, "landmarker"),
-    )
+    make_preview(raw_record=Path(args.raw_record), crop_record=Path(args.crop_record),
+                 features=Path(args.features) if args.features else None, out=Path(args.out),
+                 settings=_settings(args, "preview"), landmarker=_settings(args, "landmarker"))
 
 
 def cmd_motion_space(args: argparse.Namespace) -> None:
     from mssync.motion.motion_space import fit_motion_space
 
-    fit_motion_space(Path(args.train), Path(args.val), Path(args.test), Path(args.out), Path(args.metrics),
-                     _settings(args, "motion"))
-
-
-def _preset(args: argparse.Namespace) -> tuple[object, dict]:
-    import json
-
-    from mssync.core.config import validate_preset
-    from mssync.syncers.model import SyncerSettings
-
-    values = json.loads(args.preset)
-    validate_preset(values)
-    return SyncerSettings.from_dict(values), values
+    fit_motion_space(train=Path(args.train), val=Path(args.val), test=Path(args.test), out=Path(args.out),
+                     metrics=Path(args.metrics), settings=_settings(args, "motion"),
+                     crop_size=_settings(args, "crop").size)
 
 
 def cmd_train_syncer(args: argparse.Namespace) -> None:
     import torch
 
-    from mssync.syncers.train import train_syncer
+    from mssync.syncers.train import SyncersSection, train_syncer
 
     torch.set_num_threads(args.threads)
-    settings, values = _preset(args)
-    train_syncer(Path(args.train), Path(args.val), Path(args.space), Path(args.out), Path(args.metrics),
-                 args.level, settings, values, args.kernel, args.seed, args.device)
+    train_syncer(train=Path(args.train), val=Path(args.val), space_path=Path(args.space), out=Path(args.out),
+                 metrics_tsv=Path(args.metrics), level=args.level, syncer_set=args.set,
+                 syncers=_settings(args, SyncersSection), kernel=_settings(args, "pyramid").kernel)
 
 
 def cmd_eval_syncers(args: argparse.Namespace) -> None:
     from mssync.syncers.evaluate import evaluate_syncers
 
-    settings, _ = _preset(args)
-    evaluate_syncers(Path(args.test), Path(args.space), [Path(m) for m in args.models], Path(args.out),
-                     settings.group_size, args.kernel)
+    evaluate_syncers(test=Path(args.test), space_path=Path(args.space), models=_paths(args.models), out=Path(args.out))
 
 
 def cmd_train_gan(args: argparse.Namespace) -> None:
-    import json
-
     import torch
 
-    from mssync.core.config import ConfigError, validate_params
     from mssync.gan.train import GanSettings, train_gan
 
     torch.set_num_threads(args.threads)
-    gan = json.loads(args.gan_settings)
-    validate_params({"gan": gan}, section_only=True)
-    levels = {int(Path(p).stem.removeprefix("level")): Path(p) for p in args.syncers}
-    if sorted(levels) != sorted(gan["sync_levels"]):
-        raise ConfigError(f"--syncers gives levels {sorted(levels)}, gan.sync_levels asks for {gan['sync_levels']}")
-    train_gan(Path(args.train), Path(args.val), Path(args.space), levels, Path(args.out), Path(args.train_curve),
-              Path(args.val_curve), GanSettings.from_params(gan), gan, args.kernel, gan["seed"], gan["device"])
+    train_gan(train=Path(args.train), val=Path(args.val), space_path=Path(args.space), syncer_paths=_paths(args.syncers),
+              out=Path(args.out), train_tsv=Path(args.train_curve), val_tsv=Path(args.val_curve),
+              settings=_settings(args, GanSettings))
 
 
 def cmd_eval_gan(args: argparse.Namespace) -> None:
@@ -153,8 +120,8 @@ def cmd_eval_gan(args: argparse.Namespace) -> None:
     from mssync.gan.evaluate import evaluate_generator
 
     torch.set_num_threads(args.threads)
-    evaluate_generator(Path(args.test), Path(args.space), Path(args.model), [Path(p) for p in args.syncers],
-                       Path(args.out), args.kernel)
+    evaluate_generator(test=Path(args.test), space_path=Path(args.space), generator_path=Path(args.model),
+                       syncer_paths=_paths(args.syncers), out=Path(args.out))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -163,60 +130,36 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from mssync.evaluation.evaluate import EvaluationSettings, evaluate
 
     torch.set_num_threads(args.threads)
-    evaluate(Path(args.test), Path(args.space), Path(args.model), [Path(p) for p in args.ablations],
-             [Path(p) for p in args.syncers], EvaluationSettings.from_json(args.evaluation_settings), args.kernel,
-             args.crop_size, Path(args.out), Path(args.details), Path(args.tables_dir), Path(args.plots_dir))
+    evaluate(test=Path(args.test), space_path=Path(args.space), model=Path(args.model), ablations=_paths(args.ablations),
+             syncer_paths=_paths(args.syncers), settings=_settings(args, EvaluationSettings),
+             crop_size=_settings(args, "crop").size, out=Path(args.out), details_out=Path(args.details),
+             tables_dir=Path(args.tables_dir), plots_dir=Path(args.plots_dir))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from mssync.evaluation.report import build_report
+    from mssync.evaluation.report import build_report, gan_runs
 
-    curves = [Path(p) for p in args.gan_curves]
-    if len(curves) % 2:
-        raise MssyncError("--gan-curves takes pairs: train.tsv val.tsv per run")
-    runs = {("ms_sync" if train.parent.name == "gan" else train.parent.name): (train, val)
-            for train, val in zip(curves[::2], curves[1::2])}
-    build_report(Path(args.metrics), Path(args.details), Path(args.plots_dir), runs,
-                 [Path(p) for p in args.syncer_curves], Path(args.syncer_metrics) if args.syncer_metrics else None,
-                 Path(args.videos) if args.videos else None, Path(args.render_metrics) if args.render_metrics else None,
-                 Path(args.out))
-
-
-SAMPLE_RATE = 16000  # the pipeline's audio rate (crop.sample_rate)
+    build_report(metrics_path=Path(args.metrics), details_path=Path(args.details), plots_dir=Path(args.plots_dir),
+                 gan_runs=gan_runs(_paths(args.gan_curves)), syncer_curves=_paths(args.syncer_curves),
+                 syncer_metrics_path=Path(args.syncer_metrics) if args.syncer_metrics else None,
+                 videos=Path(args.videos) if args.videos else None,
+                 render_metrics=Path(args.render_metrics) if args.render_metrics else None, out=Path(args.out))
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
     import torch
 
-    from mssync.gan.generate import MotionGenerator, generate_to_parquet
+    from mssync.core.constants import SAMPLE_RATE
+    from mssync.gan.generate import MotionGenerator, first_frame, generate_to_parquet
     from mssync.media.ffmpeg import decode_audio
 
     torch.set_num_threads(args.threads)
     generator = MotionGenerator.load(args.model, args.space, device=args.device)
-    first = _first_frame(args)
+    first = first_frame(landmarks=Path(args.landmarks) if args.landmarks else None,
+                        reference=Path(args.reference) if args.reference else None, frame=args.reference_frame)
     samples = decode_audio(Path(args.audio), SAMPLE_RATE)
     generate_to_parquet(generator, first, samples, SAMPLE_RATE, Path(args.out), args.clip_id or Path(args.audio).stem,
                         {"audio": str(args.audio), "reference": args.reference or args.landmarks})
-
-
-def _first_frame(args: argparse.Namespace):
-    """Frame 0: landmarks of a reference frame from a features Parquet, or a .npy of (478, 3) landmarks."""
-    import numpy as np
-
-    from mssync.core.errors import MssyncError
-    from mssync.features.schema import list_column_to_numpy, read_table
-
-    if args.landmarks:
-        first = np.load(args.landmarks)
-        if first.shape != (478, 3):
-            raise MssyncError(f"{args.landmarks}: expected (478, 3) landmarks, got {first.shape}")
-        return first.astype(np.float32)
-    table, _ = read_table(args.reference, columns=["landmarks", "face_found"])
-    found = table["face_found"].to_numpy()
-    frame = args.reference_frame
-    if frame >= len(found) or not found[frame]:
-        raise MssyncError(f"{args.reference}: frame {frame} has no face (or does not exist)")
-    return list_column_to_numpy(table["landmarks"].slice(frame, 1))[0]
 
 
 def cmd_render_clips(args: argparse.Namespace) -> None:
@@ -225,68 +168,43 @@ def cmd_render_clips(args: argparse.Namespace) -> None:
     from mssync.render.render import render_test_clips
 
     torch.set_num_threads(args.threads)
-    render_test_clips(Path(args.test), Path(args.clips_dir), Path(args.model), Path(args.space), Path(args.out_dir),
-                      Path(args.metrics), _settings(args, "render"), device=args.device)
+    render_test_clips(test=Path(args.test), clips_dir=Path(args.clips_dir), model=Path(args.model),
+                      space=Path(args.space), out_dir=Path(args.out_dir), metrics=Path(args.metrics),
+                      settings=_settings(args, "render"), device=args.device)
 
 
-def _render_overrides(args: argparse.Namespace):
-    """params.yaml's render section with the command line's choices on top."""
-    import dataclasses
-
-    overrides = {"still": args.still, "head_scale": args.head_scale, "expression_scale": args.expression_scale,
-                 "size": args.size, "landmark_view": args.landmark_view, "seed": args.seed,
-                 "mouth_fill": args.mouth_fill}
-    settings = _settings(args, "render")
-    settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-    if settings.size % 2:
-        raise MssyncError(f"--size {settings.size}: must be even (H.264 with 4:2:0 colour)")
-    return settings
+def _optional_path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 def cmd_animate(args: argparse.Namespace) -> None:
     # The speech worker is forked first: it imports librosa (~1-2 s in a new process) while this
     # process reads the settings and imports torch and MediaPipe, which also start threads.
-    from mssync.render.animate_inputs import Pair, SpeechFeatures, pairs_from_csv, pairs_from_dirs
+    from mssync.render.animate_inputs import SpeechFeatures, collect_pairs, with_overrides
 
-    single = args.image is not None
-    if single != (args.audio is not None) or single == (args.out is None):
-        raise MssyncError("give --image, --audio and -o together (or a batch: --image-dir/--audio-dir or --pairs)")
-    if not single and not (args.pairs or (args.image_dir and args.audio_dir)):
-        raise MssyncError("nothing to do: give --image/--audio/-o, --image-dir with --audio-dir, or --pairs")
+    pairs, single = collect_pairs(image=_optional_path(args.image), audio=_optional_path(args.audio),
+                                  out=_optional_path(args.out), image_dir=_optional_path(args.image_dir),
+                                  audio_dir=_optional_path(args.audio_dir), pairs_csv=_optional_path(args.pairs),
+                                  out_dir=Path(args.out_dir))
     with SpeechFeatures() as speech:
-        settings = _render_overrides(args)
+        settings = with_overrides(_settings(args, "render"), still=args.still, head_scale=args.head_scale,
+                                  expression_scale=args.expression_scale, size=args.size,
+                                  landmark_view=args.landmark_view, seed=args.seed, mouth_fill=args.mouth_fill)
         landmarker, crop = _settings(args, "landmarker"), _settings(args, "crop")
-        if single:
-            pairs = [Pair(Path(args.image), Path(args.audio), Path(args.out))]
-        elif args.pairs:
-            pairs = pairs_from_csv(Path(args.pairs), Path(args.out_dir))
-        else:
-            pairs = pairs_from_dirs(Path(args.image_dir), Path(args.audio_dir), Path(args.out_dir))
         speech.prefetch([pair.audio for pair in pairs], _settings(args, "features"), settings.min_audio_s,
                         crop.min_audio_rms_db)
         import gc
 
         import torch
 
-        from mssync.render.animate import animate, animate_batch
+        from mssync.gan.generate import MotionGenerator
+        from mssync.render.animate import animate_pairs
 
         gc.freeze()  # the imported modules stay for the process's life: keep the collector off them
         torch.set_num_threads(args.threads)
-        generator = _load_generator(args)
-        if single:
-            pair = pairs[0]
-            animate(pair.image, pair.audio, pair.out, generator, settings, landmarker, crop, speech)
-            return
-        failures = animate_batch(pairs, generator, settings, landmarker, crop, speech)
-    if failures:
-        raise MssyncError(f"{len(failures)} of {len(pairs)} pairs failed: "
-                          + "; ".join(f"{pair.out.name}: {why}" for pair, why in failures))
-
-
-def _load_generator(args: argparse.Namespace):
-    from mssync.gan.generate import MotionGenerator
-
-    return MotionGenerator.load(args.model, args.space, device=args.device)
+        generator = MotionGenerator.load(args.model, args.space, device=args.device)
+        animate_pairs(pairs, single, generator=generator, settings=settings, landmarker=landmarker, crop=crop,
+                      speech=speech)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -342,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", required=True)
     p.add_argument("--out", required=True, help="models/motion_space.npz")
     p.add_argument("--metrics", required=True, help="JSON with the test-split reconstruction error")
-    _add_settings(p, "motion")
+    _add_settings(p, "motion", "crop")
     p.set_defaults(func=cmd_motion_space)
 
     p = sub.add_parser("train-syncer", help="train one syncer level (resumes from its checkpoint)")
@@ -350,21 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", required=True)
     p.add_argument("--space", required=True, help="models/motion_space.npz")
     p.add_argument("--level", type=int, required=True)
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--preset", required=True, metavar="JSON", help="one syncers.presets entry as JSON")
-    p.add_argument("--kernel", type=int, default=7, help="pyramid moving-average width")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--set", required=True, help="the syncer set (a syncers.sets name: its seed)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True, help="best model on val (models/syncers/{set}/level{l}.pt)")
     p.add_argument("--metrics", required=True, help="per-epoch TSV")
+    _add_settings(p, "syncers", "pyramid")
     p.set_defaults(func=cmd_train_syncer)
 
     p = sub.add_parser("eval-syncers", help="held-out retrieval, LSE-C/D and offsets per level")
     p.add_argument("--test", required=True)
     p.add_argument("--space", required=True)
-    p.add_argument("--models", nargs="+", required=True)
-    p.add_argument("--preset", required=True, metavar="JSON")
-    p.add_argument("--kernel", type=int, default=7)
+    p.add_argument("--models", nargs="+", required=True, help="one set's syncers; each is scored with its own recipe")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_eval_syncers)
 
@@ -372,13 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", required=True)
     p.add_argument("--val", required=True)
     p.add_argument("--space", required=True)
-    p.add_argument("--syncers", nargs="*", default=[], help="models/syncers/loss/level{l}.pt for gan.sync_levels")
-    p.add_argument("--gan-settings", required=True, metavar="JSON", help="the gan section of params.yaml")
-    p.add_argument("--kernel", type=int, default=7)
+    p.add_argument("--syncers", nargs="*", default=[], help="the loss syncers, one per level of gan.sync_levels")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True, help="models/generator.pt")
     p.add_argument("--train-curve", required=True, help="per-iteration TSV of every loss term")
     p.add_argument("--val-curve", required=True, help="validation TSV")
+    _add_settings(p, "gan")
     p.set_defaults(func=cmd_train_gan)
 
     p = sub.add_parser("eval-gan", help="generated vs static vs real vs mismatched audio, per syncer level")
@@ -386,7 +299,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--syncers", nargs="+", required=True, help="the *evaluation* syncers, one per level")
-    p.add_argument("--kernel", type=int, default=7)
     p.add_argument("--threads", type=int, default=1, help="torch threads (several torch jobs per core slow each other a lot)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_eval_gan)
@@ -397,14 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="models/generator.pt")
     p.add_argument("--ablations", nargs="*", default=[], help="models/ablations/{name}/generator.pt")
     p.add_argument("--syncers", nargs="+", required=True, help="the *evaluation* syncers, one per level")
-    p.add_argument("--evaluation-settings", required=True, metavar="JSON", help="the evaluation section of params.yaml")
-    p.add_argument("--kernel", type=int, default=7)
-    p.add_argument("--crop-size", type=int, default=256, help="crop side in pixels (crop.size): metric units")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True, help="results/metrics.json")
     p.add_argument("--details", required=True, help="per-clip numbers, curves and histograms (JSON)")
     p.add_argument("--tables-dir", required=True, help="sync.tsv, dynamics.tsv, lips.tsv")
     p.add_argument("--plots-dir", required=True, help="PNG plots")
+    _add_settings(p, "evaluation", "crop")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="results/report.html: tables, plots, training curves, videos (offline)")

@@ -2,8 +2,9 @@
 
 The schema in workflow/schemas is the single source of truth for what is valid; the
 dataclasses here only give the stages typed, named access to an already-validated section.
-Snakemake passes each stage its section as JSON (`--settings`), so that Snakemake's
-params rerun-trigger sees exactly the values a rule depends on.
+Every command gets its settings one way, `load_section`: Snakemake passes each section as JSON
+(`--<section>-settings`), so that Snakemake's params rerun-trigger sees exactly the values a rule
+depends on; by hand, the section is read from a params file (`--params`, default params.yaml).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ PARAMS_SCHEMA = SCHEMA_DIR / "params.schema.yaml"
 MANIFEST_SCHEMA = SCHEMA_DIR / "manifest.schema.yaml"
 
 
-def validate_params(params: dict[str, Any], schema: Path = PARAMS_SCHEMA, section_only: bool = False) -> None:
+def validate_params(params: dict[str, Any], schema: Path = PARAMS_SCHEMA, section_only: bool = False,
+                    source: str = "params.yaml") -> None:
     """Validate with snakemake's jsonschema helper; re-raise naming the offending key.
 
     `section_only` checks just the sections given (a rule receives only the ones it uses)."""
@@ -40,11 +42,11 @@ def validate_params(params: dict[str, Any], schema: Path = PARAMS_SCHEMA, sectio
     try:
         validate(params, str(schema), set_default=False)
     except WorkflowError as exc:
-        raise ConfigError(_explain_validation_error(exc)) from None
+        raise ConfigError(_explain_validation_error(exc, source)) from None
     check_chosen_presets(params)
 
 
-def _explain_validation_error(exc: Exception) -> str:
+def _explain_validation_error(exc: Exception, source: str = "params.yaml") -> str:
     """Turn a jsonschema ValidationError (wrapped by snakemake) into 'key.path: problem'."""
     cause = exc.__cause__ or exc.__context__
     seen = 0
@@ -53,8 +55,8 @@ def _explain_validation_error(exc: Exception) -> str:
         seen += 1
     if cause is not None and hasattr(cause, "absolute_path"):
         key = ".".join(str(p) for p in cause.absolute_path) or "(top level)"
-        return f"params.yaml: invalid value at '{key}': {cause.message}"
-    return f"params.yaml is invalid: {exc}"
+        return f"{source}: invalid value at '{key}': {cause.message}"
+    return f"{source} is invalid: {exc}"
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
@@ -65,7 +67,7 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
         params = yaml.safe_load(fh)
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    validate_params(params)
+    validate_params(params, source=str(path))
     return params
 
 
@@ -186,20 +188,29 @@ def settings_from_mapping(cls: type[S], values: dict[str, Any]) -> S:
     return cls(**values)
 
 
-def load_section(section: str, settings_json: str | None, params_path: str | Path | None) -> Any:
-    """Settings for one stage: from `--settings JSON` (Snakemake) or from a params file."""
-    cls = SECTIONS[section]
+def load_section(section: str | type[S], settings_json: str | None, params_path: str | Path | None) -> S:
+    """The one way a command gets its settings: one params.yaml section, from `--<section>-settings
+    JSON` (what Snakemake passes, so its params rerun-trigger sees exactly these values) or from a
+    params file, validated against the schema, as a typed settings object.
+
+    `section` is a core section's name, or a later phase's settings class: one that names its
+    section in `SECTION` and builds itself with `from_params(values)` (syncers, gan, evaluation)."""
+    cls = SECTIONS[section] if isinstance(section, str) else section
+    name = section if isinstance(section, str) else cls.SECTION
     if settings_json:
         try:
             values = json.loads(settings_json)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"--settings for '{section}' is not valid JSON: {exc}") from None
-        _validate_section(section, values)
-        return settings_from_mapping(cls, values)
-    path = Path(params_path or "params.yaml")
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such params file")
-    return settings_from_mapping(cls, copy.deepcopy(_validated_params(path.resolve(), path.stat().st_mtime_ns)[section]))
+            raise ConfigError(f"--{name}-settings is not valid JSON: {exc}") from None
+        _validate_section(name, values, f"--{name}-settings")
+    else:
+        path = Path(params_path or "params.yaml")
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such params file")
+        values = copy.deepcopy(_validated_params(path.resolve(), path.stat().st_mtime_ns)[name])
+    check_chosen_presets({name: values})
+    builder = getattr(cls, "from_params", None)
+    return builder(values) if builder is not None else settings_from_mapping(cls, values)
 
 
 @lru_cache(maxsize=4)
@@ -208,7 +219,7 @@ def _validated_params(path: Path, mtime_ns: int) -> dict[str, Any]:
     return load_params(path)
 
 
-def _validate_section(section: str, values: Any) -> None:
+def _validate_section(section: str, values: Any, source: str = "settings") -> None:
     """Check one section alone against its definition in the full schema."""
     import jsonschema
 
@@ -218,20 +229,7 @@ def _validate_section(section: str, values: Any) -> None:
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(values))
     if error is not None:
         key = ".".join([section, *(str(p) for p in error.absolute_path)])
-        raise ConfigError(f"settings: invalid value at '{key}': {error.message}")
-
-
-def validate_preset(values: dict[str, Any]) -> None:
-    """A syncer preset passed alone (as Snakemake does) against the schema's preset definition."""
-    import jsonschema
-
-    with PARAMS_SCHEMA.open(encoding="utf-8") as fh:
-        schema = yaml.safe_load(fh)
-    definition = {**schema["$defs"]["syncer_preset"], "$defs": schema["$defs"]}
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(definition).iter_errors(values))
-    if error is not None:
-        key = ".".join(["preset", *(str(p) for p in error.absolute_path)])
-        raise ConfigError(f"syncer preset: invalid value at '{key}': {error.message}")
+        raise ConfigError(f"{source}: invalid value at '{key}': {error.message}")
 
 
 def check_chosen_presets(params: dict[str, Any]) -> None:

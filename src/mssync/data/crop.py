@@ -20,9 +20,9 @@ from mssync import __version__
 from mssync.core.atomic import atomic_path
 from mssync.core.config import CropSettings, LandmarkerSettings
 from mssync.core.errors import ClipRejected, MediaError
-from mssync.media.landmarks import Face, detect_faces, model_sha256, open_landmarker
-from mssync.media.ffmpeg import MediaInfo, encode_crop, extract_audio, iter_frames, probe, read_wav, rms_dbfs
 from mssync.core.records import OK, REJECTED, read_record, write_record
+from mssync.media.ffmpeg import MediaInfo, encode_crop, extract_audio, iter_frames, probe, read_wav, rms_dbfs
+from mssync.media.landmarks import Face, detect_faces, model_sha256, open_landmarker
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,7 @@ def _encoded_frames(path: Path) -> int:
 
 
 def crop_clip(
+    *,
     raw_record: Path,
     out_dir: Path,
     settings: CropSettings,

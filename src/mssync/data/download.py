@@ -48,8 +48,8 @@ from mssync import __version__
 from mssync.core.atomic import atomic_path
 from mssync.core.config import DownloadSettings
 from mssync.core.errors import ClipRejected, MssyncError
-from mssync.data.manifest import ClipEntry
 from mssync.core.records import OK, REJECTED, write_record
+from mssync.data.manifest import ClipEntry
 
 try:  # advisory locks let parallel jobs share one archive download; absent on Windows
     import fcntl
@@ -101,7 +101,7 @@ class _NetworkError(Exception):
 # --------------------------------------------------------------------------- entry point
 
 
-def download_clip(entry: ClipEntry, settings: DownloadSettings, dest: Path, record_path: Path, strict: bool) -> dict:
+def download_clip(*, entry: ClipEntry, settings: DownloadSettings, dest: Path, record_path: Path, strict: bool) -> dict:
     """Obtain `entry` as `dest` and write its record; return the record.
 
     Rejections (bad URL, HTTP error, hash mismatch, missing member...) are recorded rather than

@@ -21,23 +21,21 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import logging
 import math
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from mssync.motion import dynamics
-
-from mssync.evaluation import lips
 from mssync.core.atomic import write_json_atomic, write_text_atomic
-from mssync.motion.clips import load_split
-from mssync.core.config import validate_params
+from mssync.evaluation import lips
 from mssync.gan.evaluate import GROUND_TRUTH, MAIN, OTHER_AUDIO, STATIC, Track, build_variants, sync_metrics
 from mssync.gan.generate import MotionGenerator
 from mssync.gan.model import AUDIO_PER_FRAME
+from mssync.motion import dynamics
+from mssync.motion.clips import load_split
 from mssync.motion.space import MotionSpace
 from mssync.syncers.model import Syncer
 
@@ -57,10 +55,10 @@ class EvaluationSettings:
     dynamics_hop_frames: int
     histogram_bins: int
 
+    SECTION: ClassVar[str] = "evaluation"
+
     @classmethod
-    def from_json(cls, text: str) -> EvaluationSettings:
-        values = json.loads(text)
-        validate_params({"evaluation": values}, section_only=True)
+    def from_params(cls, values: dict) -> EvaluationSettings:
         return cls(**values)
 
 
@@ -165,9 +163,9 @@ def load_generators(model: Path, ablations: list[Path], space_path: Path) -> dic
     return {name: MotionGenerator.load(p, space_path, device="cpu") for name, p in paths.items()}
 
 
-def evaluate(test: Path, space_path: Path, model: Path, ablations: list[Path], syncer_paths: list[Path],
-             settings: EvaluationSettings, kernel: int, crop_size: int, out: Path, details_out: Path,
-             tables_dir: Path, plots_dir: Path) -> dict:
+def evaluate(*, test: Path, space_path: Path, model: Path, ablations: list[Path], syncer_paths: list[Path],
+             settings: EvaluationSettings, crop_size: int, out: Path, details_out: Path, tables_dir: Path,
+             plots_dir: Path) -> dict:
     from mssync.evaluation import plots  # matplotlib only where plots are drawn
 
     generators = load_generators(model, ablations, space_path)
@@ -176,7 +174,7 @@ def evaluate(test: Path, space_path: Path, model: Path, ablations: list[Path], s
     fps = next(iter(clips.values())).fps
     variants = build_variants(generators, clips)
     syncers = [Syncer.load(p) for p in syncer_paths]
-    sync, sync_per_clip = sync_metrics(syncers, variants, space, kernel, settings.max_offset_frames)
+    sync, sync_per_clip = sync_metrics(syncers, variants, space, settings.max_offset_frames)
     motion_summary, histograms = dynamics_metrics(variants, fps, crop_size, settings.dynamics_window_frames,
                                                   settings.dynamics_hop_frames, settings.histogram_bins)
     ms_per_frame = 1000.0 / fps

@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 
 from mssync.core.atomic import write_text_atomic
+from mssync.core.errors import MssyncError
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,16 @@ def render_section(clip_ids: list[str], videos: Path | None, render_metrics: Pat
 # ------------------------------------------------------------------------------------- the page
 
 
-def build_report(metrics_path: Path, details_path: Path, plots_dir: Path, gan_runs: dict[str, tuple[Path, Path]],
+def gan_runs(curves: list[Path]) -> dict[str, tuple[Path, Path]]:
+    """Pairs of (train.tsv, val.tsv) named by run: the main run lives in results/gan/, an ablation
+    in results/gan/ablations/<name>/."""
+    if len(curves) % 2:
+        raise MssyncError("--gan-curves takes pairs: train.tsv val.tsv per run")
+    return {("ms_sync" if train.parent.name == "gan" else train.parent.name): (train, val)
+            for train, val in zip(curves[::2], curves[1::2])}
+
+
+def build_report(*, metrics_path: Path, details_path: Path, plots_dir: Path, gan_runs: dict[str, tuple[Path, Path]],
                  syncer_curves: list[Path], syncer_metrics_path: Path | None, videos: Path | None,
                  render_metrics: Path | None, out: Path) -> str:
     from mssync.evaluation import plots

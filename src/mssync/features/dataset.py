@@ -19,8 +19,8 @@ import pyarrow as pa
 from mssync.core.atomic import write_text_atomic
 from mssync.core.config import DatasetSettings
 from mssync.core.errors import ClipRejected, MssyncError
-from mssync.data.manifest import SPLITS, ClipEntry, read_manifest
 from mssync.core.records import OK, read_record, write_rejected_csv
+from mssync.data.manifest import SPLITS, ClipEntry, read_manifest
 from mssync.features.schema import encode_metadata, read_metadata, read_table, write_table
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def _splits_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def build_dataset(manifest: Path, raw_dir: Path, clips_dir: Path, features_dir: Path, out_dir: Path,
+def build_dataset(*, manifest: Path, raw_dir: Path, clips_dir: Path, features_dir: Path, out_dir: Path,
                   rejected_csv: Path, settings: DatasetSettings, strict: bool = False) -> dict[str, list[str]]:
     entries = read_manifest(manifest)
     usable, rejected = triage(entries, raw_dir, clips_dir, features_dir, settings)

@@ -17,14 +17,14 @@ import numpy as np
 from tqdm import tqdm
 
 from mssync import __version__
-from mssync.media.audio import log_mel
 from mssync.core.config import FeatureSettings, LandmarkerSettings
 from mssync.core.errors import MssyncError
-from mssync.media.mesh import N_BLENDSHAPES, N_LANDMARKS
-from mssync.media.landmarks import landmarks_array, model_sha256, open_landmarker, to_mp_image
-from mssync.media.ffmpeg import iter_frames, read_wav
 from mssync.core.records import OK, read_record
 from mssync.features.schema import audio_frames_per_video_frame, features_table, write_table
+from mssync.media.audio import log_mel
+from mssync.media.ffmpeg import iter_frames, read_wav
+from mssync.media.landmarks import landmarks_array, model_sha256, open_landmarker, to_mp_image
+from mssync.media.mesh import N_BLENDSHAPES, N_LANDMARKS
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def owned_mel(samples: np.ndarray, sample_rate: int, n_frames: int, k: int, sett
     return mel[: n_frames * k].reshape(n_frames, k, settings.n_mels)
 
 
-def extract_features(crop_record: Path, out: Path, settings: FeatureSettings, landmarker: LandmarkerSettings) -> dict:
+def extract_features(*, crop_record: Path, out: Path, settings: FeatureSettings, landmarker: LandmarkerSettings) -> dict:
     """Write data/features/{clip}.parquet for one cropped clip; returns the metadata written."""
     record = read_record(crop_record)
     if record["status"] != OK:

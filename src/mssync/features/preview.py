@@ -24,12 +24,20 @@ from PIL import Image, ImageDraw
 from mssync.core.atomic import atomic_path
 from mssync.core.config import LandmarkerSettings, PreviewSettings
 from mssync.core.errors import MediaError
-from mssync.media.landmarks import detect_faces, open_landmarker
-from mssync.media.ffmpeg import MediaInfo, iter_frames, probe
-from mssync.media.sheets import get_font, pick_frames, spread_indices
-from mssync.media.mesh import FACE_OVAL, INNER_LIP_LANDMARKS, LEFT_EYE, LEFT_EYEBROW, OUTER_LIP_LANDMARKS, RIGHT_EYE, RIGHT_EYEBROW
 from mssync.core.records import OK, read_record
 from mssync.features.schema import list_column_to_numpy, read_metadata, read_table
+from mssync.media.ffmpeg import MediaInfo, iter_frames, probe
+from mssync.media.landmarks import detect_faces, open_landmarker
+from mssync.media.mesh import (
+    FACE_OVAL,
+    INNER_LIP_LANDMARKS,
+    LEFT_EYE,
+    LEFT_EYEBROW,
+    OUTER_LIP_LANDMARKS,
+    RIGHT_EYE,
+    RIGHT_EYEBROW,
+)
+from mssync.media.sheets import get_font, pick_frames, spread_indices
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +68,7 @@ CROP_BOX_COLOUR = (40, 255, 40)
 LABEL_TEXT = (0, 0, 0)
 NO_FACE_TEXT = (255, 90, 90)
 
-# MediaPipe face-mesh loops (the same indices as FaceLandmarksConnections), drawn as polylines.
+# MediaPipe face-mesh loops (media/mesh.py), drawn as polylines.
 CLOSED_CONTOURS = (FACE_OVAL, LEFT_EYE, RIGHT_EYE)
 OPEN_CONTOURS = (*LEFT_EYEBROW, *RIGHT_EYEBROW)
 LIP_CONTOURS = (OUTER_LIP_LANDMARKS, INNER_LIP_LANDMARKS)
@@ -81,6 +89,7 @@ TitleLine = tuple[str, tuple[int, int, int]]
 
 
 def make_preview(
+    *,
     raw_record: Path,
     crop_record: Path,
     features: Path | None,

@@ -12,24 +12,22 @@ pose-velocity check beside.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
-
-import dataclasses
-import math
-
 from tqdm import tqdm
 
 from mssync.core.atomic import write_json_atomic
-from mssync.motion.clips import ClipMotion, load_split
-from mssync.motion.dynamics import pose_velocity_std
 from mssync.gan.generate import MotionGenerator
 from mssync.gan.model import AUDIO_PER_FRAME
+from mssync.motion.clips import ClipMotion, load_split
+from mssync.motion.dynamics import pose_velocity_std
 from mssync.motion.space import MotionSpace
-from mssync.syncers.model import Syncer
 from mssync.syncers.metrics import MAX_OFFSET_FRAMES, OFFSET_TOLERANCE_FRAMES, distance_curve, lse
+from mssync.syncers.model import Syncer
 from mssync.syncers.windows import level_clip
 
 log = logging.getLogger(__name__)
@@ -99,9 +97,10 @@ def clip_sync(syncer: Syncer, features: np.ndarray, mel: np.ndarray, valid: np.n
     return lse(curve, level)
 
 
-def sync_metrics(syncers: list[Syncer], variants: dict[str, list[Track]], space: MotionSpace, kernel: int,
+def sync_metrics(syncers: list[Syncer], variants: dict[str, list[Track]], space: MotionSpace,
                  max_offset_frames: int) -> tuple[dict, dict]:
-    """(summary level -> variant -> means, per-clip level -> variant -> clip -> numbers)."""
+    """(summary level -> variant -> means, per-clip level -> variant -> clip -> numbers); each syncer
+    sees tracks through the pyramid kernel it was trained with."""
     summary: dict = {}
     per_clip: dict = {}
     jobs = [(s, name) for s in syncers for name in variants]
@@ -109,7 +108,7 @@ def sync_metrics(syncers: list[Syncer], variants: dict[str, list[Track]], space:
         key = f"level{syncer.level}"
         rows = {}
         for track in variants[name]:
-            result = clip_sync(syncer, space.syncer_features(track.motion), track.mel, track.valid, kernel,
+            result = clip_sync(syncer, space.syncer_features(track.motion), track.mel, track.valid, syncer.kernel,
                                max_offset_frames)
             if result is not None:
                 rows[track.clip_id] = result
@@ -139,13 +138,12 @@ def level_report(by_variant: dict[str, dict]) -> dict:
     return result
 
 
-def evaluate_generator(test: Path, space_path: Path, generator_path: Path, syncer_paths: list[Path], out: Path,
-                       kernel: int, max_offset_frames: int = MAX_OFFSET_FRAMES) -> dict:
+def evaluate_generator(*, test: Path, space_path: Path, generator_path: Path, syncer_paths: list[Path], out: Path,
+                       max_offset_frames: int = MAX_OFFSET_FRAMES) -> dict:
     generator = MotionGenerator.load(generator_path, space_path, device="cpu")
     clips = load_split(test, generator.space)
     variants = build_variants({MAIN: generator}, clips)
-    summary, _ = sync_metrics([Syncer.load(p) for p in syncer_paths], variants, generator.space, kernel,
-                              max_offset_frames)
+    summary, _ = sync_metrics([Syncer.load(p) for p in syncer_paths], variants, generator.space, max_offset_frames)
     report: dict = {"split": str(test), "clips": len(clips), "levels": {}}
     for key, by_variant in summary.items():
         result = report["levels"][key] = level_report(by_variant)

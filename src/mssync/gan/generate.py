@@ -1,6 +1,6 @@
 """Generating motion with a trained MS-Sync generator: the Python API behind `mssync generate`.
 
-    from mssync.generate import MotionGenerator
+    from mssync.gan.generate import MotionGenerator
     gen = MotionGenerator.load("models/generator.pt", "models/motion_space.npz")
     motion = gen.generate(first_landmarks, mel)          # (T, D), any length of audio
     landmarks = gen.space.decode(motion)                 # (T, 478, 3)
@@ -21,13 +21,15 @@ import pyarrow as pa
 import torch
 
 from mssync import __version__
-from mssync.media.audio import log_mel, standardise_audio
 from mssync.core.config import FeatureSettings
+from mssync.core.constants import FPS
 from mssync.core.device import pick_device
 from mssync.core.errors import MssyncError
+from mssync.features.schema import encode_metadata, list_column_to_numpy, nested_list, read_table, write_table
 from mssync.gan.model import AUDIO_PER_FRAME, Generator, GeneratorSettings
+from mssync.media.audio import log_mel, standardise_audio
+from mssync.media.mesh import N_LANDMARKS
 from mssync.motion.space import MotionSpace
-from mssync.features.schema import nested_list, encode_metadata, write_table
 
 log = logging.getLogger(__name__)
 
@@ -96,5 +98,22 @@ def generate_to_parquet(generator: MotionGenerator, first: np.ndarray, samples: 
     landmarks = generator.space.decode(motion)
     write_table(out, motion_table(clip_id, motion, landmarks, 1000 // (AUDIO_PER_FRAME * generator.features.hop_ms),
                                   {"motion_dim": generator.space.dim, **source}))
-    log.info("%s: %d frames (%.1f s) -> %s", clip_id, len(motion), len(motion) / 25, out)
+    log.info("%s: %d frames (%.1f s) -> %s", clip_id, len(motion), len(motion) / FPS, out)
     return motion
+
+
+def first_frame(*, landmarks: Path | None = None, reference: Path | None = None, frame: int = 0) -> np.ndarray:
+    """Frame 0 of a generation: a .npy of (478, 3) landmarks, or frame `frame` of a features Parquet."""
+    if landmarks is not None:
+        first = np.load(landmarks)
+        if first.shape != (N_LANDMARKS, 3):
+            raise MssyncError(f"{landmarks}: expected ({N_LANDMARKS}, 3) landmarks, got {first.shape}")
+        return first.astype(np.float32)
+    if reference is None:
+        raise MssyncError("give the first frame as landmarks (.npy) or a reference features Parquet")
+    table, _ = read_table(reference, columns=["landmarks", "face_found"])
+    found = table["face_found"].to_numpy()
+    if frame >= len(found) or not found[frame]:
+        raise MssyncError(f"{reference}: frame {frame} has no face (or does not exist)")
+    return list_column_to_numpy(table["landmarks"].slice(frame, 1))[0]
+

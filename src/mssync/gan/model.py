@@ -72,9 +72,9 @@ class AudioPyramid(nn.Module):
     def forward(self, mel: torch.Tensor, n_frames: int) -> list[torch.Tensor]:
         level = self.trunk(mel.transpose(1, 2))  # (B, d, T)
         streams = [level[..., :n_frames]]
-        for l, block in enumerate(self.down, start=1):
-            level = block(level)  # (B, d, T / 2**l)
-            streams.append(causal_upsample(level, 2**l, n_frames))
+        for k, block in enumerate(self.down, start=1):
+            level = block(level)  # (B, d, T / 2**k)
+            streams.append(causal_upsample(level, 2**k, n_frames))
         return [x.transpose(1, 2) for x in streams]  # 4 x (B, T, d)
 
 

@@ -13,22 +13,31 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from mssync.media.audio import standardise_audio
-from mssync.motion.clips import load_split
+from mssync.core.checkpoints import fingerprint, load_resume, read_tsv, save, write_tsv
 from mssync.core.constants import STD_FLOOR
 from mssync.core.device import pick_device
-from mssync.motion.dynamics import pose_velocity_std
 from mssync.core.errors import MssyncError
-from mssync.gan.model import AUDIO_PER_FRAME, FrameDiscriminator, Generator, GeneratorSettings, SequenceDiscriminator, hinge_d, hinge_g
-from mssync.motion.space import MotionSpace
-from mssync.syncers.pyramid import AUDIO_WINDOW, MOTION_WINDOW, temporal_pyramid
 from mssync.features.schema import read_metadata
+from mssync.gan.model import (
+    AUDIO_PER_FRAME,
+    FrameDiscriminator,
+    Generator,
+    GeneratorSettings,
+    SequenceDiscriminator,
+    hinge_d,
+    hinge_g,
+)
+from mssync.media.audio import standardise_audio
+from mssync.motion.clips import load_split
+from mssync.motion.dynamics import pose_velocity_std
+from mssync.motion.space import EXPRESSION, LOG_SCALE, ROTATION, TRANSLATION, MotionSpace
 from mssync.syncers.model import Syncer
-from mssync.core.checkpoints import fingerprint, load_resume, read_tsv, save, write_tsv
+from mssync.syncers.pyramid import AUDIO_WINDOW, MOTION_WINDOW, temporal_pyramid
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +48,9 @@ SYNC_AUDIO_PAD = 4 * AUDIO_WINDOW  # audio rows added (replicated) at a track's 
 
 @dataclasses.dataclass(frozen=True)
 class GanSettings:
+    """params.yaml's `gan` section with its chosen preset unpacked: the generator's whole recipe."""
+
+    SECTION: ClassVar[str] = "gan"
     model: GeneratorSettings
     batch: int
     iterations: int
@@ -51,6 +63,8 @@ class GanSettings:
     observed_frames: int
     generated_frames: int
     rollout_pull: float  # drift control for long roll-outs (validation, evaluation, generation)
+    seed: int
+    device: str  # auto | cpu | cuda: where it trains, not part of the recipe
 
     @classmethod
     def from_params(cls, gan: dict) -> "GanSettings":
@@ -58,12 +72,14 @@ class GanSettings:
         return cls(model=GeneratorSettings(**preset["model"]), **{k: v for k, v in preset.items() if k != "model"},
                    sync_levels=list(gan["sync_levels"]), loss_weights=dict(gan["loss_weights"]),
                    observed_frames=gan["observed_frames"], generated_frames=gan["generated_frames"],
-                   rollout_pull=gan["rollout_pull"])
+                   rollout_pull=gan["rollout_pull"], seed=gan["seed"], device=gan["device"])
 
 
 def motion_groups(space: MotionSpace) -> list[int]:
     """Gate groups: rotation, translation, scale, expression (the softmax gate is per group)."""
-    return [0, 0, 0, 1, 1, 1, 2] + [3] * (space.dim - MotionSpace.POSE_DIM)
+    groups = np.zeros(space.dim, int)
+    groups[ROTATION], groups[TRANSLATION], groups[LOG_SCALE], groups[EXPRESSION] = 0, 1, 2, 3
+    return groups.tolist()
 
 
 @dataclasses.dataclass
@@ -182,11 +198,29 @@ def validate(generator: Generator, sync: SyncLoss, clips: list[GanClip], s: GanS
             "val_pose_velocity_ratio": float(np.mean(ratios))}
 
 
-def train_gan(train: Path, val: Path, space_path: Path, syncer_paths: dict[int, Path], out: Path, train_tsv: Path,
-              val_tsv: Path, settings: GanSettings, settings_dict: dict, kernel: int, seed: int,
-              device_name: str = "auto") -> dict:
+def load_loss_syncers(paths: list[Path], sync_levels: list[int], device: torch.device) -> tuple[dict[int, Syncer], int | None]:
+    """The frozen loss syncers by level (read from their checkpoints, not from file names), and the
+    pyramid kernel they were trained with, which the sync loss must use too."""
+    syncers = {}
+    for path in paths:
+        syncer = Syncer.load(path, device)
+        if syncer.level in syncers:
+            raise MssyncError(f"{path}: a second syncer for level {syncer.level}")
+        syncers[syncer.level] = syncer
+    if sorted(syncers) != sorted(sync_levels):
+        raise MssyncError(f"the syncers given are for levels {sorted(syncers)}, gan.sync_levels asks for {sorted(sync_levels)}")
+    kernels = {s.kernel for s in syncers.values()}
+    if len(kernels) > 1:
+        raise MssyncError(f"the loss syncers were trained with different pyramid kernels {sorted(kernels)}")
+    return syncers, next(iter(kernels), None)
+
+
+def train_gan(*, train: Path, val: Path, space_path: Path, syncer_paths: list[Path], out: Path, train_tsv: Path,
+              val_tsv: Path, settings: GanSettings) -> dict:
     """Train (or resume) the generator; `out` holds the generator and what generate() needs."""
-    device = pick_device(device_name)
+    device = pick_device(settings.device)
+    seed = settings.seed
+    syncers, kernel = load_loss_syncers(syncer_paths, settings.sync_levels, device)
     space = MotionSpace.load(space_path)
     window = settings.observed_frames + settings.generated_frames
     raw = [c.motion[c.valid] for c in load_split(train, space).values()]
@@ -197,24 +231,19 @@ def train_gan(train: Path, val: Path, space_path: Path, syncer_paths: dict[int, 
     if not any(len(c.starts) for c in train_clips):
         raise MssyncError(f"no train clip has {window} consecutive frames with a face")
     n_mels = train_clips[0].mel.shape[1]
-    missing = [level for level in settings.sync_levels if level not in syncer_paths]
-    if missing:
-        raise MssyncError(f"gan.sync_levels asks for syncer level(s) {missing} that were not given")
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     generator = Generator(space.dim, n_mels, motion_groups(space), settings.model).to(device)
     seq_d = SequenceDiscriminator(space.dim, settings.model).to(device)
     frame_d = FrameDiscriminator(space.dim, settings.model).to(device)
-    sync = SyncLoss({level: Syncer.load(syncer_paths[level], device) for level in settings.sync_levels},
-                    space, mean, std, kernel).to(device)
+    sync = SyncLoss(syncers, space, mean, std, kernel).to(device)
     opt_g = torch.optim.Adam(generator.parameters(), lr=settings.lr_g, betas=(0.0, 0.999))
     opt_d = torch.optim.Adam([*seq_d.parameters(), *frame_d.parameters()], lr=settings.lr_d, betas=(0.0, 0.999))
 
     resume_path = out.with_suffix(".resume.pt")
-    resumable = dataclasses.asdict(dataclasses.replace(settings, iterations=0))  # more iterations = same run
-    key = fingerprint([train, val, space_path, *[syncer_paths[lvl] for lvl in settings.sync_levels]],
-                      settings=resumable, seed=seed, kernel=kernel)
+    resumable = dataclasses.asdict(dataclasses.replace(settings, iterations=0, device=""))  # more iterations = same run
+    key = fingerprint([train, val, space_path, *sorted(syncer_paths)], settings=resumable, seed=seed, kernel=kernel)
     iteration, train_rows, val_rows = 0, [], []
     state = load_resume(resume_path, key)
     if state is not None:

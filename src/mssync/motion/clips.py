@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from mssync.core.constants import FPS
-from mssync.motion.space import MotionSpace
 from mssync.features.schema import list_column_to_numpy, read_table
+from mssync.motion.space import MotionSpace
 
 
 @dataclasses.dataclass

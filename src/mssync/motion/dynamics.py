@@ -20,10 +20,9 @@ import numpy as np
 from scipy import linalg
 
 from mssync.core.constants import STD_FLOOR  # z-scoring: a feature constant over the real windows keeps unit scale
+from mssync.motion.space import HEAD_MOTION, ROTATION, TRANSLATION
 
-ROTATION = slice(0, 3)  # axis-angle, radians
-TRANSLATION = slice(3, 6)  # crop units
-POSE = slice(0, 6)
+POSE = HEAD_MOTION  # the pose dynamics are those of rotation (radians) and translation (crop units)
 PERCENTILE = 95
 
 

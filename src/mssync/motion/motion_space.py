@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from mssync.core.atomic import write_json_atomic
-from mssync.motion.clips import read_clips
 from mssync.core.config import MotionSettings
 from mssync.media.mesh import LIP_LANDMARKS, N_LANDMARKS, RIGID_LANDMARKS
+from mssync.motion.clips import read_clips
 from mssync.motion.space import MotionSpace, face_frames
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,8 @@ def _face_landmarks(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(c["landmarks"], c["face_found"]) for c in clips.values()]
 
 
-def fit_motion_space(train: Path, val: Path, test: Path, out: Path, metrics: Path, settings: MotionSettings,
-                     crop_size: int = 256) -> dict:
+def fit_motion_space(*, train: Path, val: Path, test: Path, out: Path, metrics: Path, settings: MotionSettings,
+                     crop_size: int) -> dict:
     """Fit on train only, save the space to `out`, and write fit and reconstruction metrics to `metrics`."""
     start = time.perf_counter()
     train_clips = _face_landmarks(train)

@@ -41,6 +41,14 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 KNOWN_FORMAT_VERSIONS = {1}
 
+# The motion vector's layout, per frame: [rotation 0:3 | translation 3:6 | log-scale 6 | expression 7:].
+ROTATION = slice(0, 3)  # axis-angle of R, radians
+TRANSLATION = slice(3, 6)  # t: the rigid centroid in crop units
+LOG_SCALE = 6  # log s
+EXPRESSION = slice(7, None)  # PCA coefficients c
+HEAD_MOTION = slice(0, 6)  # rotation and translation: what "head motion" means in every metric
+POSE_DIM = 7  # rotation (3) + translation (3) + log-scale (1)
+
 GPA_ITERATIONS = 3
 SMALL_ANGLE2 = 1e-8  # squared angle below which Rodrigues uses its Taylor series
 
@@ -176,7 +184,7 @@ class MotionSpace:
     explained_variance_ratio: np.ndarray | None = None  # (K,) on the fitting frames
     fit_frames: int = 0  # frames with a face the space was fitted on
 
-    POSE_DIM = 7  # axis-angle (3), translation (3), log scale (1)
+    POSE_DIM = POSE_DIM
 
     @property
     def expression_dim(self) -> int:
@@ -262,10 +270,10 @@ class MotionSpace:
         is_torch = isinstance(motion, torch.Tensor)
         motion = motion if is_torch else np.asarray(motion, np.float64)
         base, components = self._arrays(motion)
-        shape = (base + motion[..., self.POSE_DIM:] @ components).reshape(*motion.shape[:-1], N_LANDMARKS, 3)
-        rot = axis_angle_to_matrix(motion[..., 0:3])
-        scale = (torch.exp if is_torch else np.exp)(motion[..., 6])
-        out = scale[..., None, None] * (shape @ rot.swapaxes(-1, -2)) + motion[..., None, 3:6]
+        shape = (base + motion[..., EXPRESSION] @ components).reshape(*motion.shape[:-1], N_LANDMARKS, 3)
+        rot = axis_angle_to_matrix(motion[..., ROTATION])
+        scale = (torch.exp if is_torch else np.exp)(motion[..., LOG_SCALE])
+        out = scale[..., None, None] * (shape @ rot.swapaxes(-1, -2)) + motion[..., None, TRANSLATION]
         return out if is_torch else out.astype(np.float32)
 
     # ----------------------------------------------------------------------- syncer input

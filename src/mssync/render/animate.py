@@ -17,13 +17,14 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from mssync.render.animate_inputs import Pair, SpeechFeatures, check_writable, speech_log_mel
 from mssync.core.config import CropSettings, LandmarkerSettings, RenderSettings
-from mssync.data.crop import face_box
+from mssync.core.constants import FPS
 from mssync.core.errors import MssyncError
+from mssync.data.crop import face_box
 from mssync.gan.generate import MotionGenerator
 from mssync.media.landmarks import detect_faces, open_landmarker
-from mssync.render.render import drive, draw_mesh, write_video
+from mssync.render.animate_inputs import Pair, SpeechFeatures, check_writable, speech_log_mel
+from mssync.render.render import draw_mesh, drive, write_video
 from mssync.render.warp import PortraitWarper
 
 log = logging.getLogger(__name__)
@@ -96,11 +97,25 @@ def animate(image: Path, audio: Path, out: Path, generator: MotionGenerator, set
     width = settings.size * (2 if settings.landmark_view else 1)
     frames = write_video(out, audio, animated_frames(portrait, landmarks, settings), len(landmarks),
                          (width, settings.size), settings, out.name)
-    log.info("%s: %d frames (%.1f s) from %s + %s", out, frames, frames / 25, image, audio)
+    log.info("%s: %d frames (%.1f s) from %s + %s", out, frames, frames / FPS, image, audio)
     return {"out": str(out), "frames": frames, "faces_found": portrait.faces_found}
 
 
 # --------------------------------------------------------------------------- batches
+
+
+def animate_pairs(pairs: list[Pair], single: bool, *, generator: MotionGenerator, settings: RenderSettings,
+                  landmarker: LandmarkerSettings, crop: CropSettings, speech: SpeechFeatures | None = None) -> None:
+    """`mssync animate`: one pair (its failure is the command's), or a batch (each failure reported,
+    the others still made, then one error that lists them)."""
+    if single:
+        pair = pairs[0]
+        animate(pair.image, pair.audio, pair.out, generator, settings, landmarker, crop, speech)
+        return
+    failures = animate_batch(pairs, generator, settings, landmarker, crop, speech)
+    if failures:
+        raise MssyncError(f"{len(failures)} of {len(pairs)} pairs failed: "
+                          + "; ".join(f"{pair.out.name}: {why}" for pair, why in failures))
 
 
 def animate_batch(pairs: list[Pair], generator: MotionGenerator, settings: RenderSettings,

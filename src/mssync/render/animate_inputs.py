@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mssync.media.audio import log_mel
-from mssync.core.config import FeatureSettings
+from mssync.core.config import FeatureSettings, RenderSettings
+from mssync.core.constants import SAMPLE_RATE
 from mssync.core.errors import MediaError, MssyncError
+from mssync.media.audio import log_mel
 from mssync.media.ffmpeg import decode_audio, rms_dbfs
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000  # what the generator's audio features are computed at (the pipeline's crop.sample_rate)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 AUDIO_SUFFIXES = {".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus", ".mp4", ".mkv", ".webm", ".mov"}
 
@@ -75,6 +75,30 @@ def pairs_from_csv(path: Path, out_dir: Path) -> list[Pair]:
     if not pairs:
         raise MssyncError(f"{path}: no rows")
     return pairs
+
+
+def collect_pairs(*, image: Path | None, audio: Path | None, out: Path | None, image_dir: Path | None,
+                  audio_dir: Path | None, pairs_csv: Path | None, out_dir: Path) -> tuple[list[Pair], bool]:
+    """The pairs a command line asks for, and whether it is a single pair (whose failure is the
+    command's) rather than a batch (where a bad pair is reported and skipped)."""
+    single = image is not None
+    if single != (audio is not None) or single == (out is None):
+        raise MssyncError("give --image, --audio and -o together (or a batch: --image-dir/--audio-dir or --pairs)")
+    if single:
+        return [Pair(image, audio, out)], True
+    if pairs_csv is not None:
+        return pairs_from_csv(pairs_csv, out_dir), False
+    if image_dir is not None and audio_dir is not None:
+        return pairs_from_dirs(image_dir, audio_dir, out_dir), False
+    raise MssyncError("nothing to do: give --image/--audio/-o, --image-dir with --audio-dir, or --pairs")
+
+
+def with_overrides(settings: RenderSettings, **overrides: object) -> RenderSettings:
+    """params.yaml's render section with a command line's choices (those not None) on top."""
+    settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    if settings.size % 2:
+        raise MssyncError(f"--size {settings.size}: must be even (H.264 with 4:2:0 colour)")
+    return settings
 
 
 def check_writable(out: Path) -> None:

@@ -27,19 +27,18 @@ from tqdm import tqdm
 
 from mssync.core.atomic import atomic_path, write_json_atomic
 from mssync.core.config import RenderSettings
+from mssync.core.constants import FPS
 from mssync.core.errors import MssyncError
 from mssync.gan.generate import MotionGenerator
 from mssync.media.ffmpeg import iter_frames, open_video_writer, probe, read_wav
-from mssync.motion.clips import read_clips
-from mssync.motion.space import MotionSpace
-from mssync.media.sheets import get_font, pick_frames, spread_indices
 from mssync.media.mesh import mediapipe_mesh
-from mssync.render.warp import PortraitWarper, SUBPIXEL_BITS, face_region_mask, to_pixels
+from mssync.media.sheets import get_font, pick_frames, spread_indices
+from mssync.motion.clips import read_clips
+from mssync.motion.space import POSE_DIM, MotionSpace
+from mssync.render.warp import SUBPIXEL_BITS, PortraitWarper, face_region_mask, to_pixels
 
 log = logging.getLogger(__name__)
 
-FPS = 25
-POSE_DIM = MotionSpace.POSE_DIM
 PSNR_CAP_DB = 100.0  # identical images have infinite PSNR; JSON has no infinity
 MESH_BACKGROUND = (18, 18, 22)
 MESH_COLOUR = (60, 110, 150)
@@ -229,7 +228,7 @@ def render_clip(clip_id: str, cols: dict[str, np.ndarray], clips_dir: Path, out_
     return {"frames": written, "first_frame": first, "video": video.name, **fidelity}
 
 
-def render_test_clips(test: Path, clips_dir: Path, model: Path, space: Path, out_dir: Path, metrics: Path,
+def render_test_clips(*, test: Path, clips_dir: Path, model: Path, space: Path, out_dir: Path, metrics: Path,
                       settings: RenderSettings, device: str = "auto") -> dict:
     generator = MotionGenerator.load(model, space, device=device)
     clips, _ = read_clips(test, ["face_found", "landmarks"])

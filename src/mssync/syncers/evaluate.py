@@ -7,20 +7,21 @@ from pathlib import Path
 
 from mssync.core.atomic import write_json_atomic
 from mssync.motion.space import MotionSpace
+from mssync.syncers.metrics import evaluate_level
 from mssync.syncers.model import Syncer
 from mssync.syncers.windows import prepare_level
-from mssync.syncers.metrics import evaluate_level
 
 log = logging.getLogger(__name__)
 
 
-def evaluate_syncers(test: Path, space_path: Path, models: list[Path], out: Path, group_size: int, kernel: int) -> dict:
+def evaluate_syncers(*, test: Path, space_path: Path, models: list[Path], out: Path) -> dict:
+    """Each level scored with the group size and pyramid kernel it was trained with (its checkpoint's)."""
     space = MotionSpace.load(space_path)
     report: dict = {"split": str(test), "levels": {}}
     for path in models:
         model = Syncer.load(path)
-        clips = prepare_level(test, space, model.level, kernel)
-        result = evaluate_level(model, clips, group_size)
+        clips = prepare_level(test, space, model.level, model.kernel)
+        result = evaluate_level(model, clips, model.settings.group_size)
         result["clips"] = len(clips)
         report["levels"][f"level{model.level}"] = result
         r = result["retrieval"]

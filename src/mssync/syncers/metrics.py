@@ -15,8 +15,8 @@ import math
 import numpy as np
 import torch
 
-from mssync.syncers.pyramid import AUDIO_PER_MOTION, AUDIO_WINDOW, MOTION_WINDOW
 from mssync.syncers.model import Syncer
+from mssync.syncers.pyramid import AUDIO_PER_MOTION, AUDIO_WINDOW, window_seconds
 from mssync.syncers.windows import LevelClip, evaluation_groups
 
 MAX_OFFSET_FRAMES = 15
@@ -97,7 +97,7 @@ def evaluate_level(model: Syncer, clips: list[LevelClip], group_size: int) -> di
     offsets = np.array([r["offset_frames"] for r in own])
     return {
         "level": level,
-        "window_s": MOTION_WINDOW * 2**level / 25,
+        "window_s": window_seconds(level),
         "retrieval": retrieval(model, clips, group_size),
         "lse_own_audio": {"lse_d": float(np.mean([r["lse_d"] for r in own])),
                           "lse_c": float(np.mean([r["lse_c"] for r in own]))},

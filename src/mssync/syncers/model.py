@@ -9,7 +9,6 @@ dot product says how well they go together.
 from __future__ import annotations
 
 import dataclasses
-
 from pathlib import Path
 
 import torch

@@ -13,12 +13,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mssync.core.constants import FPS
+
 MOTION_WINDOW = 5  # motion samples per syncer window, at every level
 AUDIO_WINDOW = 20  # audio samples per syncer window (4 per motion sample)
 AUDIO_PER_MOTION = AUDIO_WINDOW // MOTION_WINDOW
 
 
-def window_seconds(level: int, fps: float = 25.0) -> float:
+def window_seconds(level: int, fps: float = FPS) -> float:
     return MOTION_WINDOW * 2**level / fps
 
 

@@ -9,25 +9,57 @@ speaker at other times, the hard case), otherwise windows of different clips.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from mssync.core.device import pick_device
-from mssync.core.errors import MssyncError
-from mssync.motion.space import MotionSpace
-from mssync.syncers.pyramid import MOTION_WINDOW
-from mssync.syncers.model import Syncer, SyncerSettings, info_nce
-from mssync.syncers.windows import LevelClip, evaluation_groups, prepare_level
 from mssync.core.checkpoints import fingerprint, load_resume, read_tsv, save, write_tsv
+from mssync.core.device import pick_device
+from mssync.core.errors import ConfigError, MssyncError
+from mssync.motion.space import MotionSpace
+from mssync.syncers.model import Syncer, SyncerSettings, info_nce
+from mssync.syncers.pyramid import MOTION_WINDOW
+from mssync.syncers.windows import LevelClip, evaluation_groups, prepare_level
 
 log = logging.getLogger(__name__)
 
 TSV_COLUMNS = ("epoch", "step", "margin", "train_loss", "train_top1", "val_loss", "val_top1", "val_chance", "seconds")
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncersSection:
+    """params.yaml's `syncers` section: the chosen preset, each set's seed, the device.
+
+    The rule hands over the section with only the chosen preset in it, so editing another preset
+    reruns nothing; the checkpoint stores the preset it was trained with, so scoring code never
+    needs this section again."""
+
+    SECTION: ClassVar[str] = "syncers"
+    preset_name: str
+    preset: dict  # the chosen preset's values as in params.yaml (stored in the checkpoint)
+    seeds: dict[str, int]  # set name -> base seed
+    device: str
+
+    @classmethod
+    def from_params(cls, values: dict) -> "SyncersSection":
+        return cls(preset_name=values["preset"], preset=dict(values["presets"][values["preset"]]),
+                   seeds={name: s["seed"] for name, s in values["sets"].items()}, device=values["device"])
+
+    @property
+    def settings(self) -> SyncerSettings:
+        return SyncerSettings.from_dict(self.preset)
+
+    def seed(self, syncer_set: str, level: int) -> int:
+        """Every (set, level) job draws its own stream: set seed * 100 + level."""
+        if syncer_set not in self.seeds:
+            raise ConfigError(f"syncers.sets has no set {syncer_set!r} (sets: {sorted(self.seeds)})")
+        return self.seeds[syncer_set] * 100 + level
 
 
 def sample_group(clips: list[LevelClip], size: int, rng: np.random.Generator) -> list[tuple[int, int]]:
@@ -80,11 +112,13 @@ def validate(model: Syncer, clips: list[LevelClip], s: SyncerSettings, device: t
 
 
 def train_syncer(
-    train: Path, val: Path, space_path: Path, out: Path, metrics_tsv: Path, level: int,
-    settings: SyncerSettings, settings_dict: dict, kernel: int, seed: int, device_name: str = "auto",
+    *, train: Path, val: Path, space_path: Path, out: Path, metrics_tsv: Path, level: int, syncer_set: str,
+    syncers: SyncersSection, kernel: int,
 ) -> dict:
-    """Train (or resume) the level's syncer; `out` holds the best model on the val split."""
-    device = pick_device(device_name)
+    """Train (or resume) one set's syncer at `level`; `out` holds the best model on the val split,
+    with its recipe (preset, seed, kernel), so whoever loads it needs no settings of its own."""
+    settings, settings_dict, seed = syncers.settings, syncers.preset, syncers.seed(syncer_set, level)
+    device = pick_device(syncers.device)
     space = MotionSpace.load(space_path)
     train_clips = prepare_level(train, space, level, kernel, phases=True)
     val_clips = prepare_level(val, space, level, kernel)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mssync.motion.clips import load_split
 from mssync.core.constants import STD_FLOOR
+from mssync.motion.clips import load_split
 from mssync.motion.space import MotionSpace
 from mssync.syncers.pyramid import AUDIO_PER_MOTION, AUDIO_WINDOW, MOTION_WINDOW, temporal_pyramid
 
