@@ -9,7 +9,9 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
-validate_params(config)  # stops with "params.yaml: invalid value at 'section.key': ..." on a bad value
+validate_params(
+    config
+)  # stops with "params.yaml: invalid value at 'section.key': ..." on a bad value
 
 
 include: "workflow/rules/common.smk"
@@ -24,4 +26,4 @@ include: "workflow/rules/evaluate.smk"
 rule all:
     default_target: True
     input:
-        ALL_TARGETS + SYNCER_TARGETS + GAN_TARGETS + RENDER_TARGETS + EVALUATE_TARGETS,
+        all_targets(),

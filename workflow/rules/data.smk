@@ -4,16 +4,18 @@
 rule download:
     output:
         record="data/raw/{clip}.json",
+    log:
+        "logs/download/{clip}.log",
+    benchmark:
+        "logs/benchmarks/download/{clip}.tsv"
+    resources:
+        mem_mb=500,
+        runtime=30,
     params:
         row=manifest_row,
         manifest=config["manifest"],
         settings=settings("download"),
         strict=STRICT,
-    log:
-        "logs/download/{clip}.log",
-    resources:
-        mem_mb=500,
-        runtime=30,
     shell:
         "mssync download --manifest {params.manifest} --clip {wildcards.clip}"
         " --out data/raw/{wildcards.clip}.mp4 --record {output.record}"
@@ -25,10 +27,6 @@ checkpoint crop:
         record="data/raw/{clip}.json",
     output:
         record="data/clips/{clip}.json",
-    params:
-        crop=settings("crop"),
-        landmarker=settings("landmarker"),
-        strict=STRICT,
     log:
         "logs/crop/{clip}.log",
     benchmark:
@@ -37,12 +35,19 @@ checkpoint crop:
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        crop=settings("crop"),
+        landmarker=settings("landmarker"),
+        strict=STRICT,
     shell:
         "mssync crop --raw-record {input.record} --out-dir data/clips"
         " --crop-settings {params.crop:q} --landmarker-settings {params.landmarker:q}"
         " {params.strict} > {log} 2>&1"
 
 
+DATA_TARGETS = CROP_RECORDS
+
+
 rule data_phase:
     input:
-        CROP_RECORDS,
+        DATA_TARGETS,

@@ -2,7 +2,9 @@
 # RENDER_TARGETS comes from render.smk (included before this file): the report links the videos and
 # embeds their contact sheets. Without it the report still builds and says the videos are missing.
 REPORT_RENDER = globals().get("RENDER_TARGETS", [])
-EVALUATION_PLOTS = [f"results/plots/{name}.png" for name in ("sync_levels", "pose_velocity", "mouth_audio_xcorr")]
+EVALUATION_PLOTS = [
+    f"results/plots/{name}.png" for name in ("sync_levels", "pose_velocity", "mouth_audio_xcorr")
+]
 EVALUATION_TABLES = [f"results/evaluation/{name}.tsv" for name in ("sync", "dynamics", "lips")]
 
 
@@ -15,7 +17,7 @@ def render_args(render_targets):
 rule evaluate:
     input:
         test=SPLIT_FILES["test"],
-        space="models/motion_space.npz",
+        space=MOTION_SPACE,
         model="models/generator.pt",
         ablations=ABLATION_MODELS,
         syncers=expand("models/syncers/eval/level{level}.pt", level=LEVELS),
@@ -24,10 +26,6 @@ rule evaluate:
         details="results/evaluation/details.json",
         tables=EVALUATION_TABLES,
         plots=EVALUATION_PLOTS,
-    params:
-        settings=settings("evaluation"),
-        kernel=config["pyramid"]["kernel"],
-        crop_size=config["crop"]["size"],
     log:
         "logs/evaluate/metrics.log",
     benchmark:
@@ -36,10 +34,13 @@ rule evaluate:
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        evaluation=settings("evaluation"),
+        crop=settings("crop"),
     shell:
         "mssync evaluate --test {input.test} --space {input.space} --model {input.model}"
-        " --ablations {input.ablations} --syncers {input.syncers} --evaluation-settings {params.settings:q}"
-        " --kernel {params.kernel} --crop-size {params.crop_size} --threads {threads} --out {output.metrics}"
+        " --ablations {input.ablations} --syncers {input.syncers} --evaluation-settings {params.evaluation:q}"
+        " --crop-settings {params.crop:q} --threads {threads} --out {output.metrics}"
         " --details {output.details} --tables-dir results/evaluation --plots-dir results/plots > {log} 2>&1"
 
 
@@ -49,19 +50,23 @@ rule report:
         details="results/evaluation/details.json",
         plots=EVALUATION_PLOTS,
         gan_curves=["results/gan/train.tsv", "results/gan/val.tsv"] + ABLATION_CURVES,
-        syncer_curves=expand("results/syncers/curves/{set}_level{level}.tsv", set=SYNCER_SETS, level=LEVELS),
+        syncer_curves=expand(
+            "results/syncers/curves/{set}_level{level}.tsv", set=SYNCER_SETS, level=LEVELS
+        ),
         syncer_metrics="results/syncers/eval_metrics.json",
         render=REPORT_RENDER,
     output:
         report="results/report.html",
         plots=["results/plots/training_gan.png", "results/plots/training_syncers.png"],
-    params:
-        render=render_args(REPORT_RENDER),
     log:
         "logs/evaluate/report.log",
+    benchmark:
+        "logs/benchmarks/report.tsv"
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        render=render_args(REPORT_RENDER),
     shell:
         "mssync report --metrics {input.metrics} --details {input.details} --plots-dir results/plots"
         " --gan-curves {input.gan_curves} --syncer-curves {input.syncer_curves}"

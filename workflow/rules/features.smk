@@ -1,4 +1,14 @@
 # Phase "features": per-frame landmarks + log-mel Parquet, consolidated splits, previews.
+DATASET = [*SPLIT_FILES.values(), "data/dataset/splits.csv", "data/rejected.csv"]
+PREVIEWS = [f"data/previews/{clip}.png" for clip in CLIPS]  # rejected clips too: they show why
+
+
+def feature_files(wildcards):
+    return [f"data/features/{clip}.parquet" for clip in CLIPS if cropped(clip)]
+
+
+def preview_features(wildcards):
+    return [f"data/features/{wildcards.clip}.parquet"] if cropped(wildcards.clip) else []
 
 
 rule features:
@@ -6,9 +16,6 @@ rule features:
         record="data/clips/{clip}.json",
     output:
         "data/features/{clip}.parquet",
-    params:
-        features=settings("features"),
-        landmarker=settings("landmarker"),
     log:
         "logs/features/{clip}.log",
     benchmark:
@@ -17,6 +24,9 @@ rule features:
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        features=settings("features"),
+        landmarker=settings("landmarker"),
     shell:
         "mssync features --crop-record {input.record} --out {output}"
         " --features-settings {params.features:q} --landmarker-settings {params.landmarker:q} > {log} 2>&1"
@@ -27,13 +37,9 @@ rule dataset:
         CROP_RECORDS,
         feature_files,
     output:
-        splits=expand("data/dataset/{split}.parquet", split=SPLITS),
+        splits=list(SPLIT_FILES.values()),
         table="data/dataset/splits.csv",
         rejected="data/rejected.csv",
-    params:
-        manifest=config["manifest"],
-        settings=settings("dataset"),
-        strict=STRICT,
     log:
         "logs/dataset.log",
     benchmark:
@@ -41,6 +47,10 @@ rule dataset:
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        manifest=config["manifest"],
+        settings=settings("dataset"),
+        strict=STRICT,
     shell:
         "mssync dataset --manifest {params.manifest} --raw-dir data/raw --clips-dir data/clips"
         " --features-dir data/features --out-dir data/dataset --rejected {output.rejected}"
@@ -54,14 +64,16 @@ rule preview:
         features=preview_features,
     output:
         "data/previews/{clip}.png",
-    params:
-        settings=settings("preview"),
-        landmarker=settings("landmarker"),
     log:
         "logs/preview/{clip}.log",
+    benchmark:
+        "logs/benchmarks/preview/{clip}.tsv"
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        settings=settings("preview"),
+        landmarker=settings("landmarker"),
     shell:
         "mssync preview --raw-record {input.raw} --crop-record {input.crop}"
         " --features data/features/{wildcards.clip}.parquet"
@@ -69,7 +81,9 @@ rule preview:
         " > {log} 2>&1"
 
 
+FEATURES_TARGETS = DATASET + PREVIEWS
+
+
 rule features_phase:
     input:
-        DATASET,
-        PREVIEWS,
+        FEATURES_TARGETS,

@@ -1,19 +1,20 @@
-# Phase "gan": the MS-Sync generator, trained against the frozen 'loss' syncers.
+# Phase "gan": the MS-Sync generator, trained against the frozen 'loss' syncers, and its ablations.
+
+
+def loss_syncers(levels):
+    return expand("models/syncers/loss/level{level}.pt", level=levels)
 
 
 rule gan:
     input:
         train=SPLIT_FILES["train"],
         val=SPLIT_FILES["val"],
-        space="models/motion_space.npz",
-        syncers=expand("models/syncers/loss/level{level}.pt", level=config["gan"]["sync_levels"]),
+        space=MOTION_SPACE,
+        syncers=loss_syncers(config["gan"]["sync_levels"]),
     output:
         model="models/generator.pt",
         train_curve="results/gan/train.tsv",
         val_curve="results/gan/val.tsv",
-    params:
-        settings=settings("gan"),
-        kernel=config["pyramid"]["kernel"],
     log:
         "logs/gan/train.log",
     benchmark:
@@ -22,32 +23,34 @@ rule gan:
     resources:
         mem_mb=4000,
         runtime=240,
+    params:
+        settings=settings("gan"),
     shell:
         "mssync train-gan --train {input.train} --val {input.val} --space {input.space}"
-        " --syncers {input.syncers} --gan-settings {params.settings:q} --kernel {params.kernel}"
-        " --threads {threads} --out {output.model} --train-curve {output.train_curve}"
+        " --syncers {input.syncers} --gan-settings {params.settings:q} --threads {threads}"
+        " --out {output.model} --train-curve {output.train_curve}"
         " --val-curve {output.val_curve} > {log} 2>&1"
 
 
 rule gan_metrics:
     input:
         test=SPLIT_FILES["test"],
-        space="models/motion_space.npz",
+        space=MOTION_SPACE,
         model="models/generator.pt",
         syncers=expand("models/syncers/eval/level{level}.pt", level=LEVELS),
     output:
         "results/gan/metrics.json",
-    params:
-        kernel=config["pyramid"]["kernel"],
     log:
         "logs/gan/metrics.log",
+    benchmark:
+        "logs/benchmarks/gan_metrics.tsv"
     threads: 1
     resources:
         mem_mb=3000,
         runtime=20,
     shell:
         "mssync eval-gan --test {input.test} --space {input.space} --model {input.model}"
-        " --syncers {input.syncers} --kernel {params.kernel} --threads {threads} --out {output} > {log} 2>&1"
+        " --syncers {input.syncers} --threads {threads} --out {output} > {log} 2>&1"
 
 
 GAN_TARGETS = ["results/gan/metrics.json"]
@@ -58,9 +61,9 @@ rule gan_phase:
         GAN_TARGETS,
 
 
-# Ablations (evaluation.ablations): the same `mssync train-gan`, with only gan.sync_levels
-# replaced. Their settings never contain the main gan.sync_levels, so changing it (e.g.
-# `dvc exp run -S 'gan.sync_levels=[0]'`) retrains the main generator and nothing here.
+# Ablations (evaluation.ablations): the same rule, with only gan.sync_levels replaced. Their
+# settings never contain the main gan.sync_levels, so changing it (e.g. `dvc exp run -S
+# 'gan.sync_levels=[0]'`) retrains the main generator and nothing here.
 ABLATIONS = config["evaluation"]["ablations"]
 
 
@@ -68,45 +71,28 @@ wildcard_constraints:
     ablation="|".join(re.escape(name) for name in ABLATIONS) or "(?!)",
 
 
-def ablation_settings(wildcards):
-    """The gan section with the ablation's sync levels: the Snakemake param that reruns it."""
-    return json.dumps({**config["gan"], "sync_levels": ABLATIONS[wildcards.ablation]}, sort_keys=True)
-
-
-def ablation_syncers(wildcards):
-    return expand("models/syncers/loss/level{level}.pt", level=ABLATIONS[wildcards.ablation])
-
-
-rule gan_ablation:
+use rule gan as gan_ablation with:
     input:
         train=SPLIT_FILES["train"],
         val=SPLIT_FILES["val"],
-        space="models/motion_space.npz",
-        syncers=ablation_syncers,
+        space=MOTION_SPACE,
+        syncers=lambda wildcards: loss_syncers(ABLATIONS[wildcards.ablation]),
     output:
         model="models/ablations/{ablation}/generator.pt",
         train_curve="results/gan/ablations/{ablation}/train.tsv",
         val_curve="results/gan/ablations/{ablation}/val.tsv",
-    params:
-        settings=ablation_settings,
-        kernel=config["pyramid"]["kernel"],
     log:
         "logs/gan/ablations/{ablation}.log",
     benchmark:
         "logs/benchmarks/gan_ablation_{ablation}.tsv"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=240,
-    shell:
-        "mssync train-gan --train {input.train} --val {input.val} --space {input.space}"
-        " --syncers {input.syncers} --gan-settings {params.settings:q} --kernel {params.kernel}"
-        " --threads {threads} --out {output.model} --train-curve {output.train_curve}"
-        " --val-curve {output.val_curve} > {log} 2>&1"
+    params:
+        settings=lambda wildcards: settings("gan", sync_levels=ABLATIONS[wildcards.ablation]),
 
 
 ABLATION_MODELS = expand("models/ablations/{ablation}/generator.pt", ablation=ABLATIONS)
-ABLATION_CURVES = expand("results/gan/ablations/{ablation}/{curve}.tsv", ablation=ABLATIONS, curve=["train", "val"])
+ABLATION_CURVES = expand(
+    "results/gan/ablations/{ablation}/{curve}.tsv", ablation=ABLATIONS, curve=["train", "val"]
+)
 
 
 rule ablations_phase:

@@ -7,13 +7,11 @@ rule render:
     input:
         test=SPLIT_FILES["test"],
         crops=CROP_RECORDS,
-        space="models/motion_space.npz",
+        space=MOTION_SPACE,
         model="models/generator.pt",
     output:
         videos=directory("results/videos"),
         metrics="results/render/metrics.json",
-    params:
-        settings=settings("render"),
     log:
         "logs/render.log",
     benchmark:
@@ -22,6 +20,8 @@ rule render:
     resources:
         mem_mb=3000,
         runtime=30,
+    params:
+        settings=settings("render"),
     shell:
         "mssync render-clips --test {input.test} --clips-dir data/clips --model {input.model} --space {input.space}"
         " --out-dir {output.videos} --metrics {output.metrics} --render-settings {params.settings:q}"

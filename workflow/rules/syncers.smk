@@ -1,29 +1,13 @@
 # Phase "syncers": motion space (fitted on train), then one syncer per (set, level) as its own job.
-
-
-def active_preset():
-    """The chosen syncer preset as JSON (only it, so editing another preset reruns nothing)."""
-    return json.dumps(config["syncers"]["presets"][config["syncers"]["preset"]], sort_keys=True)
-
-
-SYNCER_SETS = list(config["syncers"]["sets"])
-LEVELS = config["pyramid"]["levels"]
-SPLIT_FILES = {split: f"data/dataset/{split}.parquet" for split in SPLITS}
-
-
-wildcard_constraints:
-    set="|".join(SYNCER_SETS),
-    level="|".join(str(level) for level in LEVELS),
+# A syncer's checkpoint keeps its recipe (preset, seed, pyramid kernel): scoring reads it there.
 
 
 rule motion_space:
     input:
         **SPLIT_FILES,
     output:
-        space="models/motion_space.npz",
+        space=MOTION_SPACE,
         metrics="results/motion_space.json",
-    params:
-        settings=settings("motion"),
     log:
         "logs/motion_space.log",
     benchmark:
@@ -31,24 +15,23 @@ rule motion_space:
     resources:
         mem_mb=4000,
         runtime=20,
+    params:
+        motion=settings("motion"),
+        crop=settings("crop"),
     shell:
         "mssync motion-space --train {input.train} --val {input.val} --test {input.test}"
-        " --out {output.space} --metrics {output.metrics} --motion-settings {params.settings:q} > {log} 2>&1"
+        " --out {output.space} --metrics {output.metrics}"
+        " --motion-settings {params.motion:q} --crop-settings {params.crop:q} > {log} 2>&1"
 
 
 rule syncer:
     input:
         train=SPLIT_FILES["train"],
         val=SPLIT_FILES["val"],
-        space="models/motion_space.npz",
+        space=MOTION_SPACE,
     output:
         model="models/syncers/{set}/level{level}.pt",
         curve="results/syncers/curves/{set}_level{level}.tsv",
-    params:
-        preset=active_preset(),
-        seed=lambda wildcards: config["syncers"]["sets"][wildcards.set]["seed"] * 100 + int(wildcards.level),
-        kernel=config["pyramid"]["kernel"],
-        device=config["syncers"]["device"],
     log:
         "logs/syncers/{set}_level{level}.log",
     benchmark:
@@ -57,22 +40,23 @@ rule syncer:
     resources:
         mem_mb=3000,
         runtime=120,
+    params:
+        syncers=settings("syncers"),
+        pyramid=settings("pyramid"),
     shell:
         "mssync train-syncer --train {input.train} --val {input.val} --space {input.space}"
-        " --level {wildcards.level} --seed {params.seed} --preset {params.preset:q} --kernel {params.kernel}"
-        " --device {params.device} --threads {threads} --out {output.model} --metrics {output.curve} > {log} 2>&1"
+        " --set {wildcards.set} --level {wildcards.level} --syncers-settings {params.syncers:q}"
+        " --pyramid-settings {params.pyramid:q} --threads {threads} --out {output.model}"
+        " --metrics {output.curve} > {log} 2>&1"
 
 
 rule syncer_metrics:
     input:
         test=SPLIT_FILES["test"],
-        space="models/motion_space.npz",
+        space=MOTION_SPACE,
         models=expand("models/syncers/{{set}}/level{level}.pt", level=LEVELS),
     output:
         "results/syncers/{set}_metrics.json",
-    params:
-        preset=active_preset(),
-        kernel=config["pyramid"]["kernel"],
     log:
         "logs/syncers/{set}_metrics.log",
     benchmark:
@@ -82,10 +66,12 @@ rule syncer_metrics:
         runtime=20,
     shell:
         "mssync eval-syncers --test {input.test} --space {input.space} --models {input.models}"
-        " --preset {params.preset:q} --kernel {params.kernel} --out {output} > {log} 2>&1"
+        " --out {output} > {log} 2>&1"
 
 
-SYNCER_TARGETS = ["results/motion_space.json"] + expand("results/syncers/{set}_metrics.json", set=SYNCER_SETS)
+SYNCER_TARGETS = ["results/motion_space.json"] + expand(
+    "results/syncers/{set}_metrics.json", set=SYNCER_SETS
+)
 
 
 rule syncers_phase:
