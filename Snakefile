@@ -9,12 +9,21 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
-validate_params(
-    config
-)  # stops with "params.yaml: invalid value at 'section.key': ..." on a bad value
+# Stops with "params.yaml: invalid value at 'section.key': ..." on a bad value.
+validate_params(config)
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    clip="|".join(re.escape(c) for c in CLIPS),
+    split="|".join(SPLITS),
+    set="|".join(SYNCER_SETS),
+    level="|".join(str(level) for level in LEVELS),
+    ablation="|".join(re.escape(name) for name in ABLATIONS) or "(?!)",
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/syncers.smk"

@@ -1,4 +1,4 @@
-# Helpers shared by the rule files: the manifest, settings as params, and names every phase uses.
+# Helpers shared by the phase files - the manifest, settings as params, and names every phase uses.
 # Every clip goes through download and crop, which always write a record (ok, or rejected with the
 # reason; crop passes a failed download on as its own rejection). Crop is the one checkpoint:
 # later rules read its records to ask only for clips that are still usable. (Only one checkpoint
@@ -19,13 +19,7 @@ SYNCER_SETS = list(config["syncers"]["sets"])  # the schema requires 'loss' and 
 SPLIT_FILES = {split: f"data/dataset/{split}.parquet" for split in SPLITS}
 MOTION_SPACE = "models/motion_space.npz"
 CROP_RECORDS = [f"data/clips/{clip}.json" for clip in CLIPS]
-
-
-wildcard_constraints:
-    clip="|".join(re.escape(c) for c in CLIPS),
-    split="|".join(SPLITS),
-    set="|".join(SYNCER_SETS),
-    level="|".join(str(level) for level in LEVELS),
+ABLATIONS = config["evaluation"]["ablations"]  # name -> the gan.sync_levels it trains with
 
 
 def settings(section, **replace):
@@ -47,7 +41,7 @@ def cropped(clip):
 
 
 def all_targets():
-    """What `snakemake` (rule all) builds: every phase's targets, from the phase files."""
+    """The targets of `snakemake` (its default target, all): every phase's, from the phase files."""
     return (
         DATA_TARGETS
         + FEATURES_TARGETS
@@ -56,3 +50,22 @@ def all_targets():
         + RENDER_TARGETS
         + EVALUATE_TARGETS
     )
+
+
+def feature_files(wildcards):
+    """The features of every clip that crop kept (read from the crop checkpoint's records)."""
+    return [f"data/features/{clip}.parquet" for clip in CLIPS if cropped(clip)]
+
+
+def preview_features(wildcards):
+    return [f"data/features/{wildcards.clip}.parquet"] if cropped(wildcards.clip) else []
+
+
+def loss_syncers(levels):
+    return expand("models/syncers/loss/level{level}.pt", level=levels)
+
+
+def render_args(render_targets):
+    """--videos / --render-metrics for whichever of the render outputs exist as targets."""
+    flags = {"results/videos": "--videos", "results/render/metrics.json": "--render-metrics"}
+    return " ".join(f"{flags[t]} {t}" for t in render_targets if t in flags)

@@ -8,12 +8,6 @@ EVALUATION_PLOTS = [
 EVALUATION_TABLES = [f"results/evaluation/{name}.tsv" for name in ("sync", "dynamics", "lips")]
 
 
-def render_args(render_targets):
-    """--videos / --render-metrics for whichever of the render outputs exist as targets."""
-    flags = {"results/videos": "--videos", "results/render/metrics.json": "--render-metrics"}
-    return " ".join(f"{flags[t]} {t}" for t in render_targets if t in flags)
-
-
 rule evaluate:
     input:
         test=SPLIT_FILES["test"],

@@ -3,14 +3,6 @@ DATASET = [*SPLIT_FILES.values(), "data/dataset/splits.csv", "data/rejected.csv"
 PREVIEWS = [f"data/previews/{clip}.png" for clip in CLIPS]  # rejected clips too: they show why
 
 
-def feature_files(wildcards):
-    return [f"data/features/{clip}.parquet" for clip in CLIPS if cropped(clip)]
-
-
-def preview_features(wildcards):
-    return [f"data/features/{wildcards.clip}.parquet"] if cropped(wildcards.clip) else []
-
-
 rule features:
     input:
         record="data/clips/{clip}.json",

@@ -1,10 +1,6 @@
 # Phase "gan": the MS-Sync generator, trained against the frozen 'loss' syncers, and its ablations.
 
 
-def loss_syncers(levels):
-    return expand("models/syncers/loss/level{level}.pt", level=levels)
-
-
 rule gan:
     input:
         train=SPLIT_FILES["train"],
@@ -64,13 +60,6 @@ rule gan_phase:
 # Ablations (evaluation.ablations): the same rule, with only gan.sync_levels replaced. Their
 # settings never contain the main gan.sync_levels, so changing it (e.g. `dvc exp run -S
 # 'gan.sync_levels=[0]'`) retrains the main generator and nothing here.
-ABLATIONS = config["evaluation"]["ablations"]
-
-
-wildcard_constraints:
-    ablation="|".join(re.escape(name) for name in ABLATIONS) or "(?!)",
-
-
 use rule gan as gan_ablation with:
     input:
         train=SPLIT_FILES["train"],
