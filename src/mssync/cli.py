@@ -207,12 +207,8 @@ def cmd_animate(args: argparse.Namespace) -> None:
                       speech=speech)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mssync", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"mssync {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_data_commands(sub: argparse._SubParsersAction) -> None:
+    """Subcommands of the data phase (workflow/rules/data.smk)."""
     p = sub.add_parser("download", help="fetch one manifest clip (mirror, http(s), file, zip member, youtube)")
     p.add_argument("--manifest", required=True)
     p.add_argument("--clip", required=True)
@@ -229,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p, "crop", "landmarker")
     p.set_defaults(func=cmd_crop)
 
+
+def _add_features_commands(sub: argparse._SubParsersAction) -> None:
+    """Subcommands of the features phase (features.smk)."""
     p = sub.add_parser("features", help="per-frame landmarks, pose, blendshapes and log-mel audio to Parquet")
     p.add_argument("--crop-record", required=True, help="crop record (data/clips/{clip}.json)")
     p.add_argument("--out", required=True, help="data/features/{clip}.parquet")
@@ -254,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p, "preview", "landmarker")
     p.set_defaults(func=cmd_preview)
 
+
+def _add_syncer_commands(sub: argparse._SubParsersAction) -> None:
+    """Subcommands of the motion space and syncers (syncers.smk)."""
     p = sub.add_parser("motion-space", help="fit pose + expression PCA on train; report reconstruction error")
     p.add_argument("--train", required=True)
     p.add_argument("--val", required=True)
@@ -282,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_eval_syncers)
 
+
+def _add_gan_commands(sub: argparse._SubParsersAction) -> None:
+    """Subcommands of the gan phase (gan.smk) and motion-only generation."""
     p = sub.add_parser("train-gan", help="train the MS-Sync generator against the frozen loss syncers (resumes)")
     p.add_argument("--train", required=True)
     p.add_argument("--val", required=True)
@@ -303,6 +308,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_eval_gan)
 
+    p = sub.add_parser("generate", help="first frame + speech -> motion (and landmarks) Parquet, any length")
+    p.add_argument("--model", default="models/generator.pt")
+    p.add_argument("--space", default="models/motion_space.npz")
+    p.add_argument("--audio", required=True, help="any audio ffmpeg reads (wav, mp3, m4a, a video's track)")
+    first = p.add_mutually_exclusive_group(required=True)
+    first.add_argument("--reference", help="a features Parquet (data/features/X.parquet) to take frame 0 from")
+    first.add_argument("--landmarks", help="a .npy of (478, 3) MediaPipe landmarks of the first frame")
+    p.add_argument("--reference-frame", type=int, default=0)
+    p.add_argument("--clip-id", default=None)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("-o", "--out", required=True, help="output Parquet: motion and decoded landmarks per frame")
+    p.set_defaults(func=cmd_generate)
+
+
+def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
+    """Subcommands of the evaluate phase (evaluate.smk)."""
     p = sub.add_parser("evaluate", help="test-split sync, head dynamics and lips for MS-Sync, ablations, baselines")
     p.add_argument("--test", required=True)
     p.add_argument("--space", required=True)
@@ -329,20 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("generate", help="first frame + speech -> motion (and landmarks) Parquet, any length")
-    p.add_argument("--model", default="models/generator.pt")
-    p.add_argument("--space", default="models/motion_space.npz")
-    p.add_argument("--audio", required=True, help="any audio ffmpeg reads (wav, mp3, m4a, a video's track)")
-    first = p.add_mutually_exclusive_group(required=True)
-    first.add_argument("--reference", help="a features Parquet (data/features/X.parquet) to take frame 0 from")
-    first.add_argument("--landmarks", help="a .npy of (478, 3) MediaPipe landmarks of the first frame")
-    p.add_argument("--reference-frame", type=int, default=0)
-    p.add_argument("--clip-id", default=None)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
-    p.add_argument("-o", "--out", required=True, help="output Parquet: motion and decoded landmarks per frame")
-    p.set_defaults(func=cmd_generate)
 
+def _add_render_commands(sub: argparse._SubParsersAction) -> None:
+    """Subcommands of the render phase (render.smk) and `mssync animate`."""
     p = sub.add_parser("render-clips", help="render every test clip: real | real mesh | generated mesh | image view")
     p.add_argument("--test", required=True, help="data/dataset/test.parquet")
     p.add_argument("--clips-dir", required=True, help="data/clips (the cropped video and wav of each clip)")
@@ -381,6 +392,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="params.yaml", help="render, landmarker, crop and features settings")
     p.set_defaults(func=cmd_animate, render_settings=None, landmarker_settings=None, crop_settings=None,
                    features_settings=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mssync", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mssync {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(sub)
+    _add_features_commands(sub)
+    _add_syncer_commands(sub)
+    _add_gan_commands(sub)
+    _add_render_commands(sub)
+    _add_evaluation_commands(sub)
     return parser
 
 
