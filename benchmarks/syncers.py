@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from mssync.core.config import load_params
+from mssync.core.device import pick_device
 from mssync.motion.space import MotionSpace
-from mssync.syncers.model import Syncer, SyncerSettings, info_nce, pick_device
+from mssync.syncers.model import Syncer, SyncerSettings, info_nce
 from mssync.syncers.train import sample_batch
 from mssync.syncers.windows import prepare_level
 
