@@ -22,7 +22,7 @@ import pytest
 import torch
 from helpers import requires_clips, requires_ffmpeg, requires_model, run_ffmpeg
 
-from mssync.core.config import load_section, validate_params
+from mssync.core.config import load_section
 from mssync.features.schema import list_column_to_numpy, read_metadata, read_table
 from mssync.gan.evaluate import evaluate_generator
 from mssync.gan.generate import MotionGenerator
@@ -54,7 +54,7 @@ def gan_section(iterations: int, eval_every: int, sync_levels: list[int], weight
            "loss_weights": dict(weights or DEFAULT_WEIGHTS), "observed_frames": 3, "generated_frames": 40, "rollout_pull": 0.02,
            "presets": {"tiny": {"model": dict(MODEL), "batch": 4, "iterations": iterations, "lr_g": 1.0e-3,
                                 "lr_d": 1.0e-4, "eval_every": eval_every, "val_frames": 80}}}
-    validate_params({"gan": gan}, section_only=True)
+    load_section(GanSettings, json.dumps(gan), None)  # validated like the CLI does
     return gan
 
 

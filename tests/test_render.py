@@ -24,7 +24,7 @@ from mssync.features.schema import list_column_to_numpy, read_table
 from mssync.gan.train import GanSettings, train_gan
 from mssync.media.ffmpeg import iter_frames, read_wav
 from mssync.media.mesh import mediapipe_mesh
-from mssync.motion.space import MotionSpace
+from mssync.motion.space import POSE_DIM
 from mssync.render.animate import load_portrait
 from mssync.render.animate_inputs import SpeechFeatures, pairs_from_dirs, speech_log_mel
 from mssync.render.render import (
@@ -41,7 +41,7 @@ pytestmark = [pytest.mark.integration, requires_clips, requires_model, requires_
               pytest.mark.usefixtures("torch_one_thread")]
 
 REPO = Path(__file__).resolve().parents[1]
-P = MotionSpace.POSE_DIM
+P = POSE_DIM
 TINY_MODEL = {"frame_dim": 16, "audio_dim": 16, "hidden": 8, "branch_dim": 16, "head_depth": 1,
               "transformer_layers": 1, "transformer_heads": 2, "context": 40, "lookahead": 2, "disc_dim": 16,
               "disc_hidden": 16, "windows": [5, 10, 20, 40]}

@@ -37,6 +37,10 @@ def _paths(values: list[str]) -> list[Path]:
     return [Path(v) for v in values]
 
 
+def _optional_path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
 def cmd_download(args: argparse.Namespace) -> None:
     from mssync.data.download import download_clip
     from mssync.data.manifest import manifest_by_id
@@ -74,7 +78,7 @@ def cmd_preview(args: argparse.Namespace) -> None:
     from mssync.features.preview import make_preview
 
     make_preview(raw_record=Path(args.raw_record), crop_record=Path(args.crop_record),
-                 features=Path(args.features) if args.features else None, out=Path(args.out),
+                 features=_optional_path(args.features), out=Path(args.out),
                  settings=_settings(args, "preview"), landmarker=_settings(args, "landmarker"))
 
 
@@ -141,9 +145,9 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     build_report(metrics_path=Path(args.metrics), details_path=Path(args.details), plots_dir=Path(args.plots_dir),
                  gan_runs=gan_runs(_paths(args.gan_curves)), syncer_curves=_paths(args.syncer_curves),
-                 syncer_metrics_path=Path(args.syncer_metrics) if args.syncer_metrics else None,
-                 videos=Path(args.videos) if args.videos else None,
-                 render_metrics=Path(args.render_metrics) if args.render_metrics else None, out=Path(args.out))
+                 syncer_metrics_path=_optional_path(args.syncer_metrics),
+                 videos=_optional_path(args.videos),
+                 render_metrics=_optional_path(args.render_metrics), out=Path(args.out))
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -155,8 +159,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     generator = MotionGenerator.load(args.model, args.space, device=args.device)
-    first = first_frame(landmarks=Path(args.landmarks) if args.landmarks else None,
-                        reference=Path(args.reference) if args.reference else None, frame=args.reference_frame)
+    first = first_frame(landmarks=_optional_path(args.landmarks),
+                        reference=_optional_path(args.reference), frame=args.reference_frame)
     samples = decode_audio(Path(args.audio), SAMPLE_RATE)
     generate_to_parquet(generator, first, samples, SAMPLE_RATE, Path(args.out), args.clip_id or Path(args.audio).stem,
                         {"audio": str(args.audio), "reference": args.reference or args.landmarks})
@@ -171,10 +175,6 @@ def cmd_render_clips(args: argparse.Namespace) -> None:
     render_test_clips(test=Path(args.test), clips_dir=Path(args.clips_dir), model=Path(args.model),
                       space=Path(args.space), out_dir=Path(args.out_dir), metrics=Path(args.metrics),
                       settings=_settings(args, "render"), device=args.device)
-
-
-def _optional_path(value: str | None) -> Path | None:
-    return Path(value) if value else None
 
 
 def cmd_animate(args: argparse.Namespace) -> None:

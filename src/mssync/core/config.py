@@ -26,16 +26,9 @@ PARAMS_SCHEMA = SCHEMA_DIR / "params.schema.yaml"
 MANIFEST_SCHEMA = SCHEMA_DIR / "manifest.schema.yaml"
 
 
-def validate_params(params: dict[str, Any], schema: Path = PARAMS_SCHEMA, section_only: bool = False,
-                    source: str = "params.yaml") -> None:
-    """Validate with snakemake's jsonschema helper; re-raise naming the offending key.
-
-    `section_only` checks just the sections given (a rule receives only the ones it uses)."""
-    if section_only:
-        for section, values in params.items():
-            _validate_section(section, values)
-        check_chosen_presets(params)
-        return
+def validate_params(params: dict[str, Any], schema: Path = PARAMS_SCHEMA, source: str = "params.yaml") -> None:
+    """Validate a whole params file with snakemake's jsonschema helper; re-raise naming the offending
+    key (one section alone is checked by load_section)."""
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 

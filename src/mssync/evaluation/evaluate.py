@@ -6,7 +6,7 @@ the ground-truth motion, a static head (frame 0 repeated) and the ground-truth m
 another test clip's audio (what "no sync" scores). Each is scored on:
 
 - multi-scale sync with the *evaluation* syncers (never seen by the generator): LSE-D, LSE-C and
-  the offset per level (the variants and their sync scores are gan_eval.py's);
+  the offset per level (the variants and their sync scores are gan/evaluate.py's);
 - head-motion dynamics: speed statistics, Frechet distance of windowed pose dynamics to the real
   windows, diversity (dynamics.py);
 - lips: mouth-opening / audio-energy correlation over lags and its peak; landmark distance to

@@ -5,7 +5,7 @@ gan stage's DVC metrics). Every test clip is rolled out for its full length from
 and scored with the *evaluation* syncers (trained with another seed than the loss syncers, so the
 generator never saw them), against three baselines: the real motion, a static head (frame 0
 repeated), and the real motion paired with another clip's audio. The variants and the per-level
-LSE scores live here and are shared with evaluate.py (the full evaluation adds ablations, dynamics
+LSE scores live here and are shared with evaluation/evaluate.py (the full evaluation adds ablations, dynamics
 and lips); this report keys them as generated / real / static / real_other_audio, with the
 pose-velocity check beside.
 """

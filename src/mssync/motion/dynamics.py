@@ -1,6 +1,6 @@
 """Head-motion dynamics: how fast, how jerkily and how much a head moves, compared with real heads.
 
-Head pose is the first 6 numbers of the motion vector (motion.py): axis-angle rotation (rad) and
+Head pose is the first 6 numbers of the motion vector (motion/space.py): axis-angle rotation (rad) and
 translation of the rigid landmarks' centroid (crop units, x and y in [0, 1] of the crop). Reported
 in readable units: degrees and pixels of the crop, per second.
 
@@ -22,13 +22,12 @@ from scipy import linalg
 from mssync.core.constants import STD_FLOOR  # z-scoring: a feature constant over the real windows keeps unit scale
 from mssync.motion.space import HEAD_MOTION, ROTATION, TRANSLATION
 
-POSE = HEAD_MOTION  # the pose dynamics are those of rotation (radians) and translation (crop units)
 PERCENTILE = 95
 
 
 def pose_units(motion: np.ndarray, crop_size: int) -> np.ndarray:
     """(T, D) motion -> (T, 6) pose in degrees (rotation) and pixels of the crop (translation)."""
-    pose = np.asarray(motion, np.float64)[:, POSE].copy()
+    pose = np.asarray(motion, np.float64)[:, HEAD_MOTION].copy()
     pose[:, ROTATION] = np.degrees(pose[:, ROTATION])
     pose[:, TRANSLATION] *= crop_size
     return pose
@@ -106,4 +105,4 @@ def diversity(poses: list[np.ndarray]) -> dict[str, float]:
 def pose_velocity_std(motion: np.ndarray) -> float:
     """Spread of the frame-to-frame change of rotation and translation, in the motion vector's own
     units: the quick check that generated heads move about as much as real ones."""
-    return float(np.diff(motion[:, POSE], axis=0).std())
+    return float(np.diff(motion[:, HEAD_MOTION], axis=0).std())

@@ -184,7 +184,6 @@ class MotionSpace:
     explained_variance_ratio: np.ndarray | None = None  # (K,) on the fitting frames
     fit_frames: int = 0  # frames with a face the space was fitted on
 
-    POSE_DIM = POSE_DIM
 
     @property
     def expression_dim(self) -> int:
@@ -192,11 +191,11 @@ class MotionSpace:
 
     @property
     def dim(self) -> int:
-        return self.POSE_DIM + self.expression_dim
+        return POSE_DIM + self.expression_dim
 
     @property
     def syncer_dim(self) -> int:
-        return self.POSE_DIM + 2 * len(SYNCER_LANDMARKS)
+        return POSE_DIM + 2 * len(SYNCER_LANDMARKS)
 
     # ----------------------------------------------------------------------- fitting
 
@@ -283,10 +282,10 @@ class MotionSpace:
         idx = np.asarray(SYNCER_LANDMARKS)
         cols = (idx[:, None] * 3 + np.arange(2)).reshape(-1)  # x, y of each landmark
         w = np.zeros((self.dim, self.syncer_dim), np.float32)
-        w[:self.POSE_DIM, :self.POSE_DIM] = np.eye(self.POSE_DIM)
-        w[self.POSE_DIM:, self.POSE_DIM:] = self.components[:, cols]
+        w[:POSE_DIM, :POSE_DIM] = np.eye(POSE_DIM)
+        w[POSE_DIM:, POSE_DIM:] = self.components[:, cols]
         b = np.zeros(self.syncer_dim, np.float32)
-        b[self.POSE_DIM:] = self.canonical.reshape(-1)[cols] + self.pca_mean[cols]
+        b[POSE_DIM:] = self.canonical.reshape(-1)[cols] + self.pca_mean[cols]
         return w, b
 
     def syncer_features(self, motion: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:

@@ -154,9 +154,10 @@ class Syncer(nn.Module):
         (`settings`, `kernel`, `seed`): scoring code reads them here instead of being told again.
         Checkpoints load with weights_only=True."""
         blob = torch.load(path, map_location=device, weights_only=True)
-        model = cls(blob["n_features"], blob["n_mels"], SyncerSettings.from_dict(blob["settings"]), blob["level"])
+        settings = SyncerSettings.from_dict(blob["settings"])
+        model = cls(blob["n_features"], blob["n_mels"], settings, blob["level"])
         model.load_state_dict(blob["state_dict"])
-        model.settings, model.kernel, model.seed = SyncerSettings.from_dict(blob["settings"]), blob["kernel"], blob["seed"]
+        model.settings, model.kernel, model.seed = settings, blob["kernel"], blob["seed"]
         return model.to(device).eval().requires_grad_(False)
 
     def similarity(self, motion: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
