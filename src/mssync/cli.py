@@ -10,10 +10,18 @@ from pathlib import Path
 from typing import Callable
 
 from mssync import __version__
+from mssync.core.bounds import Bounded, schema_bound
 from mssync.core.config import load_section
-from mssync.core.errors import MssyncError
+from mssync.core.constants import GENERATOR_PATH, MOTION_SPACE_PATH
+from mssync.core.errors import MssyncError, require_artifact
+from mssync.core.logs import configure_logging, timed
 
 log = logging.getLogger("mssync")
+
+# Ranges of the numeric options that set no params.yaml value (those that do take the schema's:
+# schema_bound). Checked when the command line is parsed, before any work starts.
+THREADS = Bounded(int, 1, 256)  # torch threads: a few per core at most help
+FRAME_INDEX = Bounded(int, 0, 10_000_000)  # a frame of a features Parquet (over 100 h at 25 fps)
 
 
 def _add_settings(parser: argparse.ArgumentParser, *sections: str) -> None:
@@ -151,6 +159,10 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
+    from mssync.media.ffmpeg import require_audio_stream
+
+    require_audio_stream(args.audio)  # the inputs first: before the slow imports and the model
+    _require_models(args)
     import torch
 
     from mssync.core.constants import SAMPLE_RATE
@@ -158,7 +170,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from mssync.media.ffmpeg import decode_audio
 
     torch.set_num_threads(args.threads)
-    generator = MotionGenerator.load(args.model, args.space, device=args.device)
+    with timed(log, "loading the generator"):
+        generator = MotionGenerator.load(args.model, args.space, device=args.device)
     first = first_frame(landmarks=_optional_path(args.landmarks),
                         reference=_optional_path(args.reference), frame=args.reference_frame)
     samples = decode_audio(Path(args.audio), SAMPLE_RATE)
@@ -180,12 +193,15 @@ def cmd_render_clips(args: argparse.Namespace) -> None:
 def cmd_animate(args: argparse.Namespace) -> None:
     # The speech worker is forked first: it imports librosa (~1-2 s in a new process) while this
     # process reads the settings and imports torch and MediaPipe, which also start threads.
-    from mssync.render.animate_inputs import SpeechFeatures, collect_pairs, with_overrides
+    from mssync.render.animate_inputs import SpeechFeatures, check_pair, collect_pairs, with_overrides
 
     pairs, single = collect_pairs(image=_optional_path(args.image), audio=_optional_path(args.audio),
                                   out=_optional_path(args.out), image_dir=_optional_path(args.image_dir),
                                   audio_dir=_optional_path(args.audio_dir), pairs_csv=_optional_path(args.pairs),
                                   out_dir=Path(args.out_dir))
+    if single:
+        check_pair(pairs[0])  # a batch checks each pair in turn: a bad one is reported and skipped
+    _require_models(args)
     with SpeechFeatures() as speech:
         settings = with_overrides(_settings(args, "render"), still=args.still, head_scale=args.head_scale,
                                   expression_scale=args.expression_scale, size=args.size,
@@ -202,9 +218,16 @@ def cmd_animate(args: argparse.Namespace) -> None:
 
         gc.freeze()  # the imported modules stay for the process's life: keep the collector off them
         torch.set_num_threads(args.threads)
-        generator = MotionGenerator.load(args.model, args.space, device=args.device)
+        with timed(log, "loading the generator"):
+            generator = MotionGenerator.load(args.model, args.space, device=args.device)
         animate_pairs(pairs, single, generator=generator, settings=settings, landmarker=landmarker, crop=crop,
                       speech=speech)
+
+
+def _require_models(args: argparse.Namespace) -> None:
+    """The generator and motion space exist, or one line saying what makes them (before torch loads)."""
+    require_artifact(args.model, GENERATOR_PATH)
+    require_artifact(args.space, MOTION_SPACE_PATH)
 
 
 def _add_data_commands(sub: argparse._SubParsersAction) -> None:
@@ -269,9 +292,9 @@ def _add_syncer_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", required=True)
     p.add_argument("--val", required=True)
     p.add_argument("--space", required=True, help="models/motion_space.npz")
-    p.add_argument("--level", type=int, required=True)
+    p.add_argument("--level", type=schema_bound("pyramid.levels[]"), required=True, help="the syncer level")
     p.add_argument("--set", required=True, help="the syncer set (a syncers.sets name: its seed)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=THREADS, default=1, help="torch threads")
     p.add_argument("--out", required=True, help="best model on val (models/syncers/{set}/level{l}.pt)")
     p.add_argument("--metrics", required=True, help="per-epoch TSV")
     _add_settings(p, "syncers", "pyramid")
@@ -292,7 +315,7 @@ def _add_gan_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val", required=True)
     p.add_argument("--space", required=True)
     p.add_argument("--syncers", nargs="*", default=[], help="the loss syncers, one per level of gan.sync_levels")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=THREADS, default=1, help="torch threads")
     p.add_argument("--out", required=True, help="models/generator.pt")
     p.add_argument("--train-curve", required=True, help="per-iteration TSV of every loss term")
     p.add_argument("--val-curve", required=True, help="validation TSV")
@@ -304,21 +327,22 @@ def _add_gan_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--syncers", nargs="+", required=True, help="the *evaluation* syncers, one per level")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (several torch jobs per core slow each other a lot)")
+    p.add_argument("--threads", type=THREADS, default=1,
+                   help="torch threads (several torch jobs per core slow each other a lot)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_eval_gan)
 
     p = sub.add_parser("generate", help="first frame + speech -> motion (and landmarks) Parquet, any length")
-    p.add_argument("--model", default="models/generator.pt")
-    p.add_argument("--space", default="models/motion_space.npz")
+    p.add_argument("--model", default=GENERATOR_PATH)
+    p.add_argument("--space", default=MOTION_SPACE_PATH)
     p.add_argument("--audio", required=True, help="any audio ffmpeg reads (wav, mp3, m4a, a video's track)")
     first = p.add_mutually_exclusive_group(required=True)
     first.add_argument("--reference", help="a features Parquet (data/features/X.parquet) to take frame 0 from")
     first.add_argument("--landmarks", help="a .npy of (478, 3) MediaPipe landmarks of the first frame")
-    p.add_argument("--reference-frame", type=int, default=0)
+    p.add_argument("--reference-frame", type=FRAME_INDEX, default=0, help="the frame of --reference to start from")
     p.add_argument("--clip-id", default=None)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--threads", type=THREADS, default=2, help="torch threads")
     p.add_argument("-o", "--out", required=True, help="output Parquet: motion and decoded landmarks per frame")
     p.set_defaults(func=cmd_generate)
 
@@ -331,7 +355,7 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="models/generator.pt")
     p.add_argument("--ablations", nargs="*", default=[], help="models/ablations/{name}/generator.pt")
     p.add_argument("--syncers", nargs="+", required=True, help="the *evaluation* syncers, one per level")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=THREADS, default=1, help="torch threads")
     p.add_argument("--out", required=True, help="results/metrics.json")
     p.add_argument("--details", required=True, help="per-clip numbers, curves and histograms (JSON)")
     p.add_argument("--tables-dir", required=True, help="sync.tsv, dynamics.tsv, lips.tsv")
@@ -362,7 +386,7 @@ def _add_render_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", required=True, help="results/videos: <clip>.mp4 and its contact sheet <clip>.png")
     p.add_argument("--metrics", required=True, help="warp fidelity JSON")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--threads", type=THREADS, default=1, help="torch threads")
     _add_settings(p, "render")
     p.set_defaults(func=cmd_render_clips)
 
@@ -374,21 +398,24 @@ def _add_render_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audio-dir", help="batch: speech files")
     p.add_argument("--pairs", help="batch: CSV with columns image, audio[, out]")
     p.add_argument("--out-dir", default="results/animate", help="batch output directory")
-    p.add_argument("--model", default="models/generator.pt")
-    p.add_argument("--space", default="models/motion_space.npz")
+    p.add_argument("--model", default=GENERATOR_PATH)
+    p.add_argument("--space", default=MOTION_SPACE_PATH)
     p.add_argument("--still", action="store_true", default=None, help="lips only: keep the portrait's head pose")
-    p.add_argument("--head-scale", type=float, help="scale head motion (1 = as generated, 0 = still)")
-    p.add_argument("--expression-scale", type=float, help="scale lips/jaw/brow motion (1 = as generated)")
-    p.add_argument("--size", type=int, help="face crop size in pixels (default render.size)")
+    p.add_argument("--head-scale", type=schema_bound("render.head_scale"),
+                   help="scale head motion (1 = as generated, 0 = still; default render.head_scale)")
+    p.add_argument("--expression-scale", type=schema_bound("render.expression_scale"),
+                   help="scale lips/jaw/brow motion (1 = as generated; default render.expression_scale)")
+    p.add_argument("--size", type=schema_bound("render.size"), help="face crop size in pixels (default render.size)")
     view = p.add_mutually_exclusive_group()
     view.add_argument("--landmark-view", dest="landmark_view", action="store_true", default=None,
                       help="draw the generated mesh beside the face")
     view.add_argument("--no-landmark-view", dest="landmark_view", action="store_false")
     p.add_argument("--no-mouth-fill", dest="mouth_fill", action="store_false", default=None,
                    help="stretch the portrait's lips instead of painting a mouth interior")
-    p.add_argument("--seed", type=int, help="seed for any randomness in generation")
+    p.add_argument("--seed", type=schema_bound("render.seed"),
+                   help="seed for any randomness in generation (default render.seed)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--threads", type=THREADS, default=2, help="torch threads")
     p.add_argument("--params", default="params.yaml", help="render, landmarker, crop and features settings")
     p.set_defaults(func=cmd_animate, render_settings=None, landmarker_settings=None, crop_settings=None,
                    features_settings=None)
@@ -405,16 +432,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gan_commands(sub)
     _add_render_commands(sub)
     _add_evaluation_commands(sub)
+    for subparser in sub.choices.values():
+        _document_ranges(subparser)
     return parser
+
+
+def _document_ranges(parser: argparse.ArgumentParser) -> None:
+    """Add each range-checked option's range to its help text, so --help states what is accepted."""
+    for action in parser._actions:
+        if isinstance(action.type, Bounded):
+            action.help = f"{action.help}; {action.type}" if action.help else str(action.type)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.verbose)
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)

@@ -36,7 +36,7 @@ def validate_params(params: dict[str, Any], schema: Path = PARAMS_SCHEMA, source
         validate(params, str(schema), set_default=False)
     except WorkflowError as exc:
         raise ConfigError(_explain_validation_error(exc, source)) from None
-    check_chosen_presets(params)
+    check_chosen_presets(params, source)
 
 
 def _explain_validation_error(exc: Exception, source: str = "params.yaml") -> str:
@@ -56,8 +56,11 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such params file")
-    with path.open(encoding="utf-8") as fh:
-        params = yaml.safe_load(fh)
+    try:
+        with path.open(encoding="utf-8") as fh:
+            params = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     validate_params(params, source=str(path))
@@ -195,29 +198,38 @@ def load_section(section: str | type[S], settings_json: str | None, params_path:
             values = json.loads(settings_json)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"--{name}-settings is not valid JSON: {exc}") from None
-        _validate_section(name, values, f"--{name}-settings")
+        source = f"--{name}-settings"
+        _validate_section(name, values, source)
     else:
         path = Path(params_path or "params.yaml")
         if not path.is_file():
             raise ConfigError(f"{path}: no such params file")
-        values = copy.deepcopy(_validated_params(path.resolve(), path.stat().st_mtime_ns)[name])
-    check_chosen_presets({name: values})
+        source = str(path)
+        values = copy.deepcopy(_validated_params(path, path.resolve(), path.stat().st_mtime_ns)[name])
+    check_chosen_presets({name: values}, source)
     builder = getattr(cls, "from_params", None)
     return builder(values) if builder is not None else settings_from_mapping(cls, values)
 
 
 @lru_cache(maxsize=4)
-def _validated_params(path: Path, mtime_ns: int) -> dict[str, Any]:
-    """load_params, once per file version: a command reading several sections validates once."""
+def _validated_params(path: Path, resolved: Path, mtime_ns: int) -> dict[str, Any]:
+    """load_params, once per file version: a command reading several sections validates once.
+    Cached by the resolved path; errors name `path` as the user gave it."""
     return load_params(path)
+
+
+@lru_cache(maxsize=1)
+def params_schema() -> dict[str, Any]:
+    """workflow/schemas/params.schema.yaml as a mapping (read once per process; do not modify it)."""
+    with PARAMS_SCHEMA.open(encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
 
 
 def _validate_section(section: str, values: Any, source: str = "settings") -> None:
     """Check one section alone against its definition in the full schema."""
     import jsonschema
 
-    with PARAMS_SCHEMA.open(encoding="utf-8") as fh:
-        full = yaml.safe_load(fh)
+    full = params_schema()
     schema = {**full["properties"][section], "$defs": full.get("$defs", {})}  # presets refer to $defs
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(values))
     if error is not None:
@@ -225,10 +237,11 @@ def _validate_section(section: str, values: Any, source: str = "settings") -> No
         raise ConfigError(f"{source}: invalid value at '{key}': {error.message}")
 
 
-def check_chosen_presets(params: dict[str, Any]) -> None:
-    """syncers.preset and gan.preset must name listed presets (the schema cannot say that)."""
+def check_chosen_presets(params: dict[str, Any], source: str = "params.yaml") -> None:
+    """syncers.preset and gan.preset must name listed presets (the schema cannot say that); an error
+    names `source`, the file (or option) the values came from."""
     for section in ("syncers", "gan"):
         chosen = params.get(section)  # absent when a rule validates only its own section
         if chosen and chosen["preset"] not in chosen["presets"]:
-            raise ConfigError(f"params.yaml: invalid value at '{section}.preset': {chosen['preset']!r} is not one of "
+            raise ConfigError(f"{source}: invalid value at '{section}.preset': {chosen['preset']!r} is not one of "
                               f"{sorted(chosen['presets'])}")

@@ -1,5 +1,9 @@
 """One small exception family, so the CLI can turn any expected failure into one clear line."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
 
 class MssyncError(Exception):
     """An expected failure with a message that says what was wrong and what to do."""
@@ -28,3 +32,21 @@ class ClipRejected(MssyncError):
 
 class SchemaVersionError(MssyncError):
     """A Parquet file was written with a schema version this code does not understand."""
+
+
+class MissingArtifact(MssyncError):
+    """A file the pipeline makes (a trained model, the motion space) is absent."""
+
+
+def require_artifact(path: str | Path, target: str | Path | None = None) -> Path:
+    """`path` if it is a file; otherwise a MissingArtifact that says which Snakemake target makes it
+    (`target`, the pipeline's own path for it; default `path` itself), so a user who has not run the
+    pipeline yet is told what to run instead of getting a FileNotFoundError traceback."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    target = Path(target or path)
+    how = f"`snakemake --cores all {target}` (or fetch it with `dvc pull`)"
+    if path == target:
+        raise MissingArtifact(f"{path}: no such file; make it with {how}")
+    raise MissingArtifact(f"{path}: no such file; the pipeline makes {target} with {how}")

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from mssync import __version__
 from mssync.core.config import FeatureSettings, LandmarkerSettings
 from mssync.core.errors import MssyncError
+from mssync.core.logs import timed
 from mssync.core.records import OK, read_record
 from mssync.features.schema import audio_frames_per_video_frame, features_table, write_table
 from mssync.media.audio import log_mel
@@ -96,11 +97,13 @@ def extract_features(*, crop_record: Path, out: Path, settings: FeatureSettings,
     samples, rate = read_wav(crop_record.parent / output["audio"])
     if rate != sample_rate:
         raise MssyncError(f"{clip_id}: wav is {rate} Hz, the crop record says {sample_rate} Hz")
-    mel = owned_mel(samples, rate, n_frames, k, settings)
+    with timed(log, f"{clip_id}: log-mel audio features"):
+        mel = owned_mel(samples, rate, n_frames, k, settings)
 
     size = (output["size"], output["size"])
     frames = iter_frames(crop_record.parent / output["video"], size, threads=1)
-    track = track_faces(frames, n_frames, fps, landmarker, desc=clip_id)
+    with timed(log, f"{clip_id}: landmarks of {n_frames} frames"):
+        track = track_faces(frames, n_frames, fps, landmarker, desc=clip_id)
     if track.decoded < n_frames:
         log.warning("%s: the crop decodes to %d of %d frames; the rest are stored as face_found=False",
                     clip_id, track.decoded, n_frames)

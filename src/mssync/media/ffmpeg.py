@@ -111,6 +111,21 @@ def probe(path: str | Path) -> MediaInfo:
     )
 
 
+def require_audio_stream(path: str | Path) -> None:
+    """Probe a file that must hold sound; a MediaError naming the file says what it lacks (no audio
+    stream: "found video (png)") instead of the error ffmpeg gives later when asked to decode it
+    ("... add a trailing '?' to the map ...")."""
+    if not Path(path).is_file():
+        raise MediaError(f"{path}: no such audio file")
+    try:
+        streams = ffmpeg.probe(str(path)).get("streams", [])
+    except ffmpeg.Error as exc:
+        raise MediaError(f"{path}: unreadable audio ({ffmpeg_error_message(exc).removeprefix(f'{path}: ')})") from None
+    if not any(s.get("codec_type") == "audio" for s in streams):
+        found = ", ".join(f"{s.get('codec_type', '?')} ({s.get('codec_name', '?')})" for s in streams) or "no streams"
+        raise MediaError(f"{path}: no audio stream (found {found}); give a speech recording")
+
+
 def _start(stream: dict, origin: float) -> float:
     """A stream's start relative to the file's start: ffmpeg's decode timeline begins at `origin`."""
     return max(0.0, float(stream.get("start_time") or origin) - origin)

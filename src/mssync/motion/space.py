@@ -33,7 +33,8 @@ import torch
 
 from mssync.core.atomic import atomic_path
 from mssync.core.config import MotionSettings
-from mssync.core.errors import MssyncError
+from mssync.core.constants import MOTION_SPACE_PATH
+from mssync.core.errors import MssyncError, require_artifact
 from mssync.media.mesh import N_LANDMARKS, RIGID_LANDMARKS, SYNCER_LANDMARKS
 
 log = logging.getLogger(__name__)
@@ -317,9 +318,7 @@ class MotionSpace:
 
     @classmethod
     def load(cls, path: str | Path) -> "MotionSpace":
-        path = Path(path)
-        if not path.is_file():
-            raise MssyncError(f"{path}: no such motion space file; run the motion stage first")
+        path = require_artifact(path, MOTION_SPACE_PATH)
         with np.load(path, allow_pickle=False) as z:
             version = int(z["format_version"]) if "format_version" in z.files else None
             if version not in KNOWN_FORMAT_VERSIONS:

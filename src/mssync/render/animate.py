@@ -15,15 +15,16 @@ from typing import Iterator
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from mssync.core.config import CropSettings, LandmarkerSettings, RenderSettings
 from mssync.core.constants import FPS
 from mssync.core.errors import MssyncError
+from mssync.core.logs import timed
 from mssync.data.crop import face_box
 from mssync.gan.generate import MotionGenerator
+from mssync.media.images import read_image
 from mssync.media.landmarks import detect_faces, open_landmarker
-from mssync.render.animate_inputs import Pair, SpeechFeatures, check_writable, speech_log_mel
+from mssync.render.animate_inputs import Pair, SpeechFeatures, check_pair, speech_log_mel
 from mssync.render.render import draw_mesh, drive, write_video
 from mssync.render.warp import PortraitWarper
 
@@ -40,16 +41,6 @@ class Portrait:
 # --------------------------------------------------------------------------- inputs
 
 
-def read_image(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise MssyncError(f"{path}: no such image") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise MssyncError(f"{path}: not a readable image ({exc})") from None
-
-
 def crop_face(image: np.ndarray, faces: list, size: int, crop: CropSettings) -> np.ndarray:
     """The square head box the crop stage would choose for this face, resized to size x size."""
     height, width = image.shape[:2]
@@ -60,6 +51,7 @@ def crop_face(image: np.ndarray, faces: list, size: int, crop: CropSettings) -> 
 
 
 def load_portrait(path: Path, size: int, landmarker: LandmarkerSettings, crop: CropSettings) -> Portrait:
+    """The portrait file, upright (its EXIF orientation applied), cropped around its largest face."""
     image = read_image(path)
     with open_landmarker(landmarker, video=False, num_faces=crop.max_faces) as detector:
         faces = detect_faces(detector, image)
@@ -89,14 +81,18 @@ def animate(image: Path, audio: Path, out: Path, generator: MotionGenerator, set
             landmarker: LandmarkerSettings, crop: CropSettings, speech: SpeechFeatures | None = None) -> dict:
     """`speech`, when given, has the audio features ready (or on their way) from its worker process;
     the face is found first, while they are still being computed there."""
-    check_writable(out)
-    portrait = load_portrait(image, settings.size, landmarker, crop)
-    mel = (speech.log_mel if speech else speech_log_mel)(audio, generator.features, settings.min_audio_s,
-                                                          crop.min_audio_rms_db)
-    landmarks = drive(generator, portrait.landmarks, mel, settings)
+    check_pair(Pair(image, audio, out))
+    with timed(log, f"{image}: finding and cropping the face"):
+        portrait = load_portrait(image, settings.size, landmarker, crop)
+    with timed(log, f"{audio}: audio features (decoding and log-mel, or waiting for the speech worker)"):
+        mel = (speech.log_mel if speech else speech_log_mel)(audio, generator.features, settings.min_audio_s,
+                                                              crop.min_audio_rms_db)
+    with timed(log, f"{out}: generating the motion"):
+        landmarks = drive(generator, portrait.landmarks, mel, settings)
     width = settings.size * (2 if settings.landmark_view else 1)
-    frames = write_video(out, audio, animated_frames(portrait, landmarks, settings), len(landmarks),
-                         (width, settings.size), settings, out.name)
+    with timed(log, f"{out}: rendering and encoding"):
+        frames = write_video(out, audio, animated_frames(portrait, landmarks, settings), len(landmarks),
+                             (width, settings.size), settings, out.name)
     log.info("%s: %d frames (%.1f s) from %s + %s", out, frames, frames / FPS, image, audio)
     return {"out": str(out), "frames": frames, "faces_found": portrait.faces_found}
 

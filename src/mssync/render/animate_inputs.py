@@ -23,7 +23,8 @@ from mssync.core.config import FeatureSettings, RenderSettings
 from mssync.core.constants import SAMPLE_RATE
 from mssync.core.errors import MediaError, MssyncError
 from mssync.media.audio import log_mel
-from mssync.media.ffmpeg import decode_audio, rms_dbfs
+from mssync.media.ffmpeg import decode_audio, require_audio_stream, rms_dbfs
+from mssync.media.images import decode_image
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +116,20 @@ def check_writable(out: Path) -> None:
         raise MssyncError(f"{out}: cannot write there ({exc.strerror or exc})") from None
 
 
+def check_pair(pair: Pair) -> None:
+    """Before any slow work: the output can be written, the portrait decodes as an image and the
+    speech file holds an audio stream (ffprobe); the error names the file and what it lacks."""
+    check_writable(pair.out)
+    with decode_image(pair.image):
+        pass
+    require_audio_stream(pair.audio)
+
+
 # --------------------------------------------------------------------------- speech
 
 
 def load_speech(path: Path, min_seconds: float, min_rms_db: float) -> np.ndarray:
-    if not path.is_file():
-        raise MssyncError(f"{path}: no such audio file")
+    require_audio_stream(path)
     try:
         samples = decode_audio(path, SAMPLE_RATE)
     except MediaError as exc:
