@@ -90,3 +90,31 @@ def test_strict_dataset_fails_on_rejections(tmp_path):
         build_dataset(manifest=tmp_path / "m.csv", raw_dir=tmp_path / "raw", clips_dir=tmp_path / "clips", features_dir=tmp_path / "features",
                       out_dir=tmp_path / "dataset", rejected_csv=tmp_path / "rejected.csv", settings=SETTINGS, strict=True)
     assert "a,s,dataset" in (tmp_path / "rejected.csv").read_text()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "middle"])
+def test_a_damaged_features_file_is_named_and_the_splits_are_still_written(tmp_path, damage):
+    """Truncated (the footer check finds it) or overwritten in the middle (only the full read does):
+    either way the clip is rejected for this run with the file named, the file is moved aside so
+    the next run re-extracts it, and the other clips' split files are written."""
+    rows = ["id,url,speaker"]
+    for i in range(4):
+        _fake_clip(tmp_path, f"c{i}", f"s{i}", 400, 1.0)
+        rows.append(f"c{i},file:c{i}.mp4,s{i}")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    bad = tmp_path / "features" / "c2.parquet"
+    data = bytearray(bad.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data[100:3000] = b"\xff" * 2900
+    bad.write_bytes(bytes(data))
+
+    by_split = build_dataset(manifest=tmp_path / "m.csv", raw_dir=tmp_path / "raw", clips_dir=tmp_path / "clips",
+                             features_dir=tmp_path / "features", out_dir=tmp_path / "dataset",
+                             rejected_csv=tmp_path / "rejected.csv", settings=SETTINGS)
+    assert sorted(sum(by_split.values(), [])) == ["c0", "c1", "c3"]
+    assert all((tmp_path / "dataset" / f"{split}.parquet").is_file() for split in ("train", "val", "test"))
+    rejected = (tmp_path / "rejected.csv").read_text()
+    assert "c2,s2,features," in rejected and "c2.parquet: cannot be read" in rejected and "re-extracts" in rejected
+    assert not bad.exists() and bad.with_name("c2.parquet.damaged").is_file()

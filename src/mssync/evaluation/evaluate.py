@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-import torch
 
+from mssync.core import checkpoints
 from mssync.core.atomic import write_json_atomic, write_text_atomic
 from mssync.evaluation import lips
 from mssync.gan.evaluate import GROUND_TRUTH, MAIN, OTHER_AUDIO, STATIC, Track, build_variants, sync_metrics
@@ -184,7 +184,7 @@ def evaluate(*, test: Path, space_path: Path, model: Path, ablations: list[Path]
                "sync": sync, "dynamics": motion_summary, "lips": lips_summary}
     labels = {name: label(name, settings.ablations) for name in variants}
     details = {"clip_ids": sorted(clips), "variants": list(variants), "labels": labels,
-               "sync_levels": {MAIN: torch.load(model, weights_only=True)["sync_levels"], **settings.ablations},
+               "sync_levels": {MAIN: checkpoints.load(model)["sync_levels"], **settings.ablations},
                "sync_per_clip": sync_per_clip, "speed_histograms": histograms, "mouth_audio_correlation": curves,
                "units": {"rotation": "deg, deg/s, deg/s^2", "translation": f"px of the {crop_size} crop (/s, /s^2)",
                          "offset": "video frames (positive: audio after motion)",

@@ -19,6 +19,7 @@ import pyarrow as pa
 from mssync.core.atomic import write_text_atomic
 from mssync.core.config import DatasetSettings
 from mssync.core.errors import ClipRejected, MssyncError
+from mssync.core.integrity import DamagedFile
 from mssync.core.records import OK, read_record, write_rejected_csv
 from mssync.data.manifest import SPLITS, ClipEntry, read_manifest
 from mssync.features.schema import encode_metadata, read_metadata, read_table, write_table
@@ -59,7 +60,11 @@ def triage(entries: list[ClipEntry], raw_dir: Path, clips_dir: Path, features_di
                 break
         else:
             features = features_dir / f"{entry.id}.parquet"
-            meta = read_metadata(features)
+            try:
+                meta = read_metadata(features)
+            except DamagedFile as exc:  # moved aside: the next run extracts it again
+                rejected.append(_rejection(entry, "features", _damaged_reason(exc)))
+                continue
             frames = int(stage_record["output"]["frames"]) if stage_record else 0
             if meta["face_fraction"] < settings.min_face_fraction:
                 rejected.append(_rejection(
@@ -69,6 +74,10 @@ def triage(entries: list[ClipEntry], raw_dir: Path, clips_dir: Path, features_di
                 continue
             usable.append(UsableClip(entry, features, frames, float(meta["face_fraction"])))
     return usable, rejected
+
+
+def _damaged_reason(exc: DamagedFile) -> str:
+    return f"{exc} (rejected for this run only: the next run re-extracts it)"
 
 
 def _speaker_rank(speaker: str, seed: int) -> str:
@@ -113,19 +122,28 @@ def _merged_metadata(metas: list[dict], split: str, clip_ids: list[str]) -> dict
     return {**merged, "split": split, "clips": clip_ids}
 
 
-def write_split(path: Path, split: str, clips: list[UsableClip], template: Path) -> None:
-    """One Parquet per split; an empty split keeps the schema so readers need no special case."""
-    tables, metas = [], []
+def write_split(path: Path, split: str, clips: list[UsableClip], template: Path) -> list[dict[str, str]]:
+    """One Parquet per split; an empty split keeps the schema so readers need no special case.
+    A clip whose features cannot be read is left out and returned as a rejection (its file moved
+    aside for re-extraction), so one damaged file never costs the run its split files."""
+    tables, metas, kept, rejected = [], [], [], []
     for clip in clips:
-        table, meta = read_table(clip.features)
+        try:
+            table, meta = read_table(clip.features)
+        except DamagedFile as exc:
+            rejected.append(_rejection(clip.entry, "features", _damaged_reason(exc)))
+            continue
         tables.append(table)
         metas.append(meta)
+        kept.append(clip)
+    clips = kept
     if not tables:
         table, meta = read_table(template)
         tables, metas = [table.slice(0, 0)], [meta]
     merged = _merged_metadata(metas, split, [c.entry.id for c in clips])
     combined = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
     write_table(path, combined.replace_schema_metadata(encode_metadata(merged)))
+    return rejected
 
 
 def _splits_csv(rows: list[dict]) -> str:
@@ -140,27 +158,39 @@ def build_dataset(*, manifest: Path, raw_dir: Path, clips_dir: Path, features_di
                   rejected_csv: Path, settings: DatasetSettings, strict: bool = False) -> dict[str, list[str]]:
     entries = read_manifest(manifest)
     usable, rejected = triage(entries, raw_dir, clips_dir, features_dir, settings)
+    by_split: dict[str, list[str]] = {}
+    if usable and not (strict and rejected):
+        by_split, damaged = _write_splits(usable, out_dir, settings)
+        rejected += damaged
     write_rejected_csv(rejected_csv, rejected)
     for row in rejected:
         log.warning("rejected %s at %s: %s", row["clip_id"], row["stage"], row["reason"])
     if strict and rejected:
         raise ClipRejected(f"{len(rejected)} clip(s) rejected (strict): see {rejected_csv}")
-    if not usable:
+    if not any(by_split.values()):
         raise MssyncError(f"no usable clips out of {len(entries)}: see {rejected_csv}")
+    return by_split
 
+
+def _write_splits(usable: list[UsableClip], out_dir: Path,
+                  settings: DatasetSettings) -> tuple[dict[str, list[str]], list[dict[str, str]]]:
+    """Assign speakers to splits and write the split files and splits.csv. Returns each split's
+    clips and the rejections of clips whose features turned out unreadable on the full read."""
     speakers: dict[str, str | None] = {}
     for clip in usable:
         speakers[clip.entry.speaker] = speakers.get(clip.entry.speaker) or clip.entry.split
     assignment = assign_splits(speakers, settings)
     by_split: dict[str, list[str]] = {}
-    rows = []
+    rows, damaged = [], []
     for split in SPLITS:
         members = [c for c in usable if assignment[c.entry.speaker] == split]
-        write_split(out_dir / f"{split}.parquet", split, members, usable[0].features)
+        damaged += write_split(out_dir / f"{split}.parquet", split, members, usable[0].features)
+        left_out = {row["clip_id"] for row in damaged}
+        members = [c for c in members if c.entry.id not in left_out]
         by_split[split] = [c.entry.id for c in members]
         rows += [{"clip_id": c.entry.id, "speaker": c.entry.speaker, "split": split, "frames": c.frames,
                   "duration_s": round(c.frames / read_metadata(c.features)["fps"], 3),
                   "face_fraction": round(c.face_fraction, 4)} for c in members]
         log.info("%s: %d clips, %d speakers", split, len(members), len({c.entry.speaker for c in members}))
     write_text_atomic(out_dir / "splits.csv", _splits_csv(rows))
-    return by_split
+    return by_split, damaged

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from mssync.core.atomic import atomic_path
 from mssync.core.errors import MssyncError, SchemaVersionError
+from mssync.core.integrity import REBUILD, read_or_move_aside
 from mssync.media.mesh import N_BLENDSHAPES, N_LANDMARKS
 
 SCHEMA_VERSION = 1
@@ -110,7 +111,8 @@ def write_table(path: str | Path, table: pa.Table) -> None:
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    meta = decode_metadata(pq.read_schema(path).metadata)
+    """The file's metadata (its footer only); a file that cannot be parsed is moved aside (DamagedFile)."""
+    meta = read_or_move_aside(Path(path), lambda p: decode_metadata(pq.read_schema(p).metadata), REBUILD)
     _check_version(path, meta)
     return meta
 
@@ -118,7 +120,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 def read_table(path: str | Path, columns: list[str] | None = None) -> tuple[pa.Table, dict[str, Any]]:
     """Read a features/dataset file, refusing schema versions this code does not know."""
     meta = read_metadata(path)
-    return pq.read_table(path, columns=columns), meta
+    return read_or_move_aside(Path(path), lambda p: pq.read_table(p, columns=columns), REBUILD), meta
 
 
 def _check_version(path: str | Path, meta: dict[str, Any]) -> None:

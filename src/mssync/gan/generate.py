@@ -21,10 +21,11 @@ import pyarrow as pa
 import torch
 
 from mssync import __version__
+from mssync.core import checkpoints
 from mssync.core.config import FeatureSettings
-from mssync.core.constants import FPS
+from mssync.core.constants import FPS, GENERATOR_PATH
 from mssync.core.device import pick_device
-from mssync.core.errors import MssyncError
+from mssync.core.errors import MssyncError, require_artifact
 from mssync.features.schema import encode_metadata, list_column_to_numpy, nested_list, read_table, write_table
 from mssync.gan.model import AUDIO_PER_FRAME, Generator, GeneratorSettings
 from mssync.media.audio import log_mel, standardise_audio
@@ -48,7 +49,7 @@ class MotionGenerator:
 
     @classmethod
     def load(cls, model_path: str | Path, space_path: str | Path, device: str = "auto") -> "MotionGenerator":
-        blob = torch.load(model_path, map_location="cpu", weights_only=True)
+        blob = checkpoints.load(require_artifact(model_path, GENERATOR_PATH))
         space = MotionSpace.load(space_path)
         if blob["motion_dim"] != space.dim:
             raise MssyncError(f"{model_path} was trained on {blob['motion_dim']}-D motion, {space_path} is {space.dim}-D")

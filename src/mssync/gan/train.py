@@ -18,7 +18,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from mssync.core.checkpoints import fingerprint, load_resume, read_tsv, save, write_tsv
+from mssync.core.checkpoints import Curve, fingerprint, load_resume, save
 from mssync.core.constants import STD_FLOOR
 from mssync.core.device import pick_device
 from mssync.core.errors import MssyncError
@@ -244,17 +244,27 @@ def train_gan(*, train: Path, val: Path, space_path: Path, syncer_paths: list[Pa
     resume_path = out.with_suffix(".resume.pt")
     resumable = dataclasses.asdict(dataclasses.replace(settings, iterations=0, device=""))  # more iterations = same run
     key = fingerprint([train, val, space_path, *sorted(syncer_paths)], settings=resumable, seed=seed, kernel=kernel)
-    iteration, train_rows, val_rows = 0, [], []
-    state = load_resume(resume_path, key)
+    iteration, train_rows = 0, []  # train rows not yet appended to the curve
+    curves = {name: Curve(path, resume_path, name, columns)
+              for name, path, columns in (("train", train_tsv, TRAIN_COLUMNS), ("val", val_tsv, VAL_COLUMNS))}
+    state = load_resume(resume_path, key, "iteration", settings.iterations)
     if state is not None:
         for module, name in ((generator, "generator"), (seq_d, "seq_d"), (frame_d, "frame_d"), (opt_g, "opt_g"), (opt_d, "opt_d")):
             module.load_state_dict(state[name])
         iteration = state["iteration"]
         rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
-        train_rows = read_tsv(train_tsv, lambda row: int(row["iteration"]) <= iteration)
-        val_rows = read_tsv(val_tsv, lambda row: int(row["iteration"]) <= iteration)
-        log.info("resuming at iteration %d", iteration)
+        log.info("resuming at iteration %d of %d", iteration, settings.iterations)
+    for name, curve in curves.items():
+        curve.start(state["curve_rows"][name] if state else 0)
+
+    def write_model() -> None:
+        save({"generator": generator.state_dict(), "model": dataclasses.asdict(settings.model),
+              "motion_dim": space.dim, "n_mels": n_mels, "groups": motion_groups(space),
+              "features": feature_settings(train), "rollout_pull": settings.rollout_pull,
+              "motion_mean": torch.as_tensor(mean), "motion_std": torch.as_tensor(std),
+              "iteration": iteration, "sync_levels": list(settings.sync_levels), "seed": seed}, out)
+
     w = settings.loss_weights
     obs = settings.observed_frames
     log.info("generator %.2f M parameters, discriminators %.2f M; %d train clips; sync levels %s; device %s",
@@ -298,19 +308,19 @@ def train_gan(*, train: Path, val: Path, space_path: Path, syncer_paths: list[Pa
                            "g_rec": round(float(rec_loss), 5), "seconds": round(time.perf_counter() - started, 2)})
         if iteration % settings.eval_every == 0 or iteration == settings.iterations:  # validate + checkpoint
             scores = validate(generator, sync, val_clips, settings, std, device)
-            val_rows.append({"iteration": iteration, **{k: round(v, 5) for k, v in scores.items()}})
+            val_row = {"iteration": iteration, **{k: round(v, 5) for k, v in scores.items()}}
             log.info("iteration %d: D %.3f | G adv %.3f sync %.3f sup %.3f rec %.4f | val sync %.3f l2 %.2f pose-vel x%.2f",
                      iteration, float(d_loss), float(adv), float(sync_loss), float(sup), float(rec_loss),
                      scores["val_sync_cos"], scores["val_l2"], scores["val_pose_velocity_ratio"])
-            write_tsv(train_tsv, TRAIN_COLUMNS, train_rows)
-            write_tsv(val_tsv, VAL_COLUMNS, val_rows)
-            save({"generator": generator.state_dict(), "model": dataclasses.asdict(settings.model),
-                  "motion_dim": space.dim, "n_mels": n_mels, "groups": motion_groups(space),
-                  "features": feature_settings(train), "rollout_pull": settings.rollout_pull,
-                  "motion_mean": torch.as_tensor(mean), "motion_std": torch.as_tensor(std),
-                  "iteration": iteration, "sync_levels": list(settings.sync_levels), "seed": seed}, out)
+            curves["train"].append(train_rows)
+            curves["val"].append([val_row])
+            train_rows = []
+            write_model()
             save({"fingerprint": key, "generator": generator.state_dict(), "seq_d": seq_d.state_dict(),
                   "frame_d": frame_d.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                  "iteration": iteration, "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()},
-                 resume_path)
+                  "iteration": iteration, "curve_rows": {name: c.rows for name, c in curves.items()},
+                  "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, resume_path)
+    if not out.is_file():  # a finished run resumed: its generator was deleted, its checkpoint holds it
+        write_model()
+        log.info("run already finished at iteration %d; generator and curves written from its checkpoint", iteration)
     return {"iterations": iteration, "seconds": time.perf_counter() - started}

@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mssync.core import checkpoints
+from mssync.core.errors import require_artifact
 from mssync.syncers.pyramid import AUDIO_WINDOW, MOTION_WINDOW
 
 
@@ -153,7 +155,7 @@ class Syncer(nn.Module):
         """A trained syncer, frozen and in eval mode, with the recipe it was trained with
         (`settings`, `kernel`, `seed`): scoring code reads them here instead of being told again.
         Checkpoints load with weights_only=True."""
-        blob = torch.load(path, map_location=device, weights_only=True)
+        blob = checkpoints.load(require_artifact(path), device)
         settings = SyncerSettings.from_dict(blob["settings"])
         model = cls(blob["n_features"], blob["n_mels"], settings, blob["level"])
         model.load_state_dict(blob["state_dict"])

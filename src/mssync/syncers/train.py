@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mssync.core.checkpoints import fingerprint, load_resume, read_tsv, save, write_tsv
+from mssync.core.checkpoints import Curve, fingerprint, load_resume, save
 from mssync.core.device import pick_device
 from mssync.core.errors import ConfigError, MssyncError
 from mssync.motion.space import MotionSpace
@@ -71,14 +71,26 @@ def sample_group(clips: list[LevelClip], size: int, rng: np.random.Generator) ->
         return [(c, int(s)) for s in rng.choice(same, size, replace=False)]
     picked: list[tuple[int, int]] = []
     span = MOTION_WINDOW * clips[0].scale  # a window's length in video frames
+
+    def fits(c: int, s: int) -> bool:
+        return all(clips[pc].source != clips[c].source or abs(clips[pc].frame_of(ps) - clips[c].frame_of(s)) >= span
+                   for pc, ps in picked)
+
     for _ in range(50 * size):  # different clips (repeats only where windows do not overlap in time)
         c = int(rng.choice(len(clips), p=weights / weights.sum()))
         s = int(rng.choice(clips[c].starts))
-        if all(clips[pc].source != clips[c].source or abs(clips[pc].frame_of(ps) - clips[c].frame_of(s)) >= span
-               for pc, ps in picked):
+        if fits(c, s):
             picked.append((c, s))
             if len(picked) == size:
                 return picked
+    # Random draws keep missing (a corpus with few, short clips): scan every window in random order,
+    # so a group that exists is always found and a training run never fails on an unlucky draw.
+    for c in rng.permutation(len(clips)):
+        for s in rng.permutation(clips[c].starts):
+            if fits(int(c), int(s)):
+                picked.append((int(c), int(s)))
+                if len(picked) == size:
+                    return picked
     raise MssyncError(f"cannot draw {size} non-overlapping windows from {len(clips)} clips; lower group_size")
 
 
@@ -133,16 +145,24 @@ def train_syncer(
     rng = np.random.default_rng(seed)
     model = Syncer(n_features, n_mels, settings, level).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    step, best, rows = 0, {"val_top1": -1.0, "val_loss": float("inf"), "step": -1}, []
-    state = load_resume(resume_path, key)
+    step, best = 0, {"val_top1": -1.0, "val_loss": float("inf"), "step": -1}
+    best_model = None  # the state dict `out` is written from
+    curve = Curve(metrics_tsv, resume_path, "curve", TSV_COLUMNS)
+    state = load_resume(resume_path, key, "step", settings.steps)
     if state is not None:
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
-        step, best = state["step"], state["best"]
+        step, best, best_model = state["step"], state["best"], state["best_model"]
         rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
-        rows = read_tsv(metrics_tsv, lambda row: int(row["epoch"]) <= step // settings.eval_every)
-        log.info("level %d: resuming at step %d (best val top-1 %.3f)", level, step, best["val_top1"])
+        log.info("level %d: resuming at step %d of %d (best val top-1 %.3f)", level, step, settings.steps,
+                 best["val_top1"])
+    curve.start(state["curve_rows"] if state else 0)
+
+    def write_model() -> None:
+        save({"state_dict": best_model, "n_features": n_features, "n_mels": n_mels, "level": level,
+              "settings": settings_dict, "seed": seed, "kernel": kernel, "best": best}, out)
+
     log.info("level %d: %d train clips (%d windows), %d val clips, %d features, device %s", level, len(train_clips),
              sum(len(c.starts) for c in train_clips), len(val_clips), n_features, device)
 
@@ -169,24 +189,27 @@ def train_syncer(
         running["top1"].append(float(top1))
         if step % settings.eval_every == 0 or step == settings.steps:  # log + checkpoint
             scores = validate(model, val_clips, settings, device)
-            rows.append({"epoch": len(rows) + 1, "step": step, "margin": round(margin, 5),
-                         "train_loss": round(np.mean(running["loss"]), 5), "train_top1": round(np.mean(running["top1"]), 4),
-                         "val_loss": round(scores["val_loss"], 5), "val_top1": round(scores["val_top1"], 4),
-                         "val_chance": round(scores["val_chance"], 4),
-                         "seconds": round(time.perf_counter() - started, 1)})
+            row = {"epoch": curve.rows + 1, "step": step, "margin": round(margin, 5),
+                   "train_loss": round(np.mean(running["loss"]), 5), "train_top1": round(np.mean(running["top1"]), 4),
+                   "val_loss": round(scores["val_loss"], 5), "val_top1": round(scores["val_top1"], 4),
+                   "val_chance": round(scores["val_chance"], 4), "seconds": round(time.perf_counter() - started, 1)}
             running = {"loss": [], "top1": []}
             better = (scores["val_top1"], -scores["val_loss"]) > (best["val_top1"], -best["val_loss"])
-            if better or not out.is_file():
+            if better or best_model is None:
                 best = {"val_top1": scores["val_top1"], "val_loss": scores["val_loss"], "step": step}
-                save({"state_dict": model.state_dict(), "n_features": n_features,
-                       "n_mels": n_mels, "level": level, "settings": settings_dict, "seed": seed,
-                       "kernel": kernel, "best": best}, out)
-            write_tsv(metrics_tsv, TSV_COLUMNS, rows)
+                best_model = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+                write_model()
+            curve.append([row])
             save({"fingerprint": key, "model": model.state_dict(),
-                   "optimiser": optimiser.state_dict(), "step": step, "best": best,
-                   "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, resume_path)
+                  "optimiser": optimiser.state_dict(), "step": step, "best": best, "best_model": best_model,
+                  "curve_rows": curve.rows, "numpy_rng": rng.bit_generator.state,
+                  "torch_rng": torch.get_rng_state()}, resume_path)
             log.info("level %d step %d: train loss %.3f top-1 %.3f | val loss %.3f top-1 %.3f (chance %.3f)", level,
-                     step, rows[-1]["train_loss"], rows[-1]["train_top1"], scores["val_loss"], scores["val_top1"],
+                     step, row["train_loss"], row["train_top1"], scores["val_loss"], scores["val_top1"],
                      scores["val_chance"])
     progress.close()
+    if not out.is_file():  # a finished run resumed: its model was deleted, its checkpoint holds it
+        write_model()
+        log.info("level %d: run already finished at step %d; model and curve written from its checkpoint",
+                 level, step)
     return best
