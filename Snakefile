@@ -9,8 +9,11 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
-# Stops with "params.yaml: invalid value at 'section.key': ..." on a bad value.
-validate_params(config)
+# Stops with "<file>: invalid value at 'section.key': ..." on a bad value, naming the --configfile
+# the value may come from (it overrides params.yaml).
+validate_params(
+    config, source=" over ".join([*map(str, workflow.overwrite_configfiles), "params.yaml"])
+)
 
 
 include: "workflow/rules/common.smk"
@@ -32,7 +35,14 @@ include: "workflow/rules/render.smk"
 include: "workflow/rules/evaluate.smk"
 
 
+# Before Snakemake plans or locks (only in the run you started, never inside a job): clear the
+# lock a killed run left behind, and move aside damaged artifacts so their jobs are planned again.
+if workflow.is_main_process:
+    prepare_workdir()
+
+
 rule all:
     default_target: True
     input:
         all_targets(),
+        feature_files,

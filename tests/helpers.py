@@ -92,7 +92,7 @@ def video_frame_times(path: Path) -> list[float]:
     return [float(f["pts_time"]) for f in json.loads(proc.stdout)["frames"]]
 
 
-PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "workflow", "config", "src/mssync"]
+PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "profiles", "workflow", "config", "src/mssync"]
 
 TINY_CLIPS = ["vox2-00015", "vox2-00086", "vox2-00373", "hdtf-ted-lieu"]
 

@@ -5,10 +5,14 @@
 # level on purpose: Snakemake 9 can schedule a job whose input function depends on nested
 # checkpoints before that input is resolved.)
 import json
+import logging
 import re
+import sys
 
 from mssync.data.manifest import SPLITS, read_manifest
+from mssync.core.integrity import sweep
 from mssync.core.records import is_ok
+from mssync.core.runlock import clear_stale_lock
 
 MANIFEST = read_manifest(config["manifest"])
 CLIPS = [entry.id for entry in MANIFEST]
@@ -18,7 +22,9 @@ LEVELS = config["pyramid"]["levels"]
 SYNCER_SETS = list(config["syncers"]["sets"])  # the schema requires 'loss' and 'eval'
 SPLIT_FILES = {split: f"data/dataset/{split}.parquet" for split in SPLITS}
 MOTION_SPACE = "models/motion_space.npz"
+RAW_RECORDS = [f"data/raw/{clip}.json" for clip in CLIPS]
 CROP_RECORDS = [f"data/clips/{clip}.json" for clip in CLIPS]
+FEATURE_FILES = [f"data/features/{clip}.parquet" for clip in CLIPS]  # of the clips crop keeps
 ABLATIONS = config["evaluation"]["ablations"]  # name -> the gan.sync_levels it trains with
 
 
@@ -41,12 +47,15 @@ def cropped(clip):
 
 
 def all_targets():
-    """The targets of `snakemake` (its default target, all): every phase's, from the phase files."""
+    """The targets of `snakemake` (its default target, all): every phase's, from the phase files.
+    Each phase lists every file its rules make (not only its last one), so a deleted model, curve
+    or record is rebuilt by the phase target and by all (tests/test_faults.py deletes each kind)."""
     return (
         DATA_TARGETS
         + FEATURES_TARGETS
         + SYNCER_TARGETS
         + GAN_TARGETS
+        + ABLATION_TARGETS
         + RENDER_TARGETS
         + EVALUATE_TARGETS
     )
@@ -54,7 +63,7 @@ def all_targets():
 
 def feature_files(wildcards):
     """The features of every clip that crop kept (read from the crop checkpoint's records)."""
-    return [f"data/features/{clip}.parquet" for clip in CLIPS if cropped(clip)]
+    return [path for clip, path in zip(CLIPS, FEATURE_FILES) if cropped(clip)]
 
 
 def preview_features(wildcards):
@@ -69,3 +78,19 @@ def render_args(render_targets):
     """--videos / --render-metrics for whichever of the render outputs exist as targets."""
     flags = {"results/videos": "--videos", "results/render/metrics.json": "--render-metrics"}
     return " ".join(f"{flags[t]} {t}" for t in render_targets if t in flags)
+
+
+def prepare_workdir():
+    """Recover from a kill and from damaged files without flags: see mssync.core.runlock and
+    mssync.core.integrity. Their log lines go to stderr, prefixed with mssync."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("mssync: %(message)s"))
+    logger = logging.getLogger("mssync")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        clear_stale_lock()
+        sweep(all_targets() + FEATURE_FILES, records=RAW_RECORDS + CROP_RECORDS)
+    finally:
+        logger.removeHandler(handler)

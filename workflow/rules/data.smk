@@ -45,7 +45,7 @@ checkpoint crop:
         " {params.strict} > {log} 2>&1"
 
 
-DATA_TARGETS = CROP_RECORDS
+DATA_TARGETS = RAW_RECORDS + CROP_RECORDS
 
 
 rule data_phase:

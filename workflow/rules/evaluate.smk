@@ -67,7 +67,12 @@ rule report:
         " --syncer-metrics {input.syncer_metrics} {params.render} --out {output.report} > {log} 2>&1"
 
 
-EVALUATE_TARGETS = ["results/metrics.json", "results/report.html"]
+EVALUATE_TARGETS = (
+    ["results/metrics.json", "results/evaluation/details.json", "results/report.html"]
+    + EVALUATION_TABLES
+    + EVALUATION_PLOTS
+    + ["results/plots/training_gan.png", "results/plots/training_syncers.png"]
+)
 
 
 rule evaluate_phase:

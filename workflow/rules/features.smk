@@ -79,3 +79,4 @@ FEATURES_TARGETS = DATASET + PREVIEWS
 rule features_phase:
     input:
         FEATURES_TARGETS,
+        feature_files,

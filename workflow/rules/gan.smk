@@ -49,7 +49,12 @@ rule gan_metrics:
         " --syncers {input.syncers} --threads {threads} --out {output} > {log} 2>&1"
 
 
-GAN_TARGETS = ["results/gan/metrics.json"]
+GAN_TARGETS = [
+    "models/generator.pt",
+    "results/gan/train.tsv",
+    "results/gan/val.tsv",
+    "results/gan/metrics.json",
+]
 
 
 rule gan_phase:
@@ -84,6 +89,9 @@ ABLATION_CURVES = expand(
 )
 
 
+ABLATION_TARGETS = ABLATION_MODELS + ABLATION_CURVES
+
+
 rule ablations_phase:
     input:
-        ABLATION_MODELS + ABLATION_CURVES,
+        ABLATION_TARGETS,

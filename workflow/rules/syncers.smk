@@ -69,8 +69,11 @@ rule syncer_metrics:
         " --out {output} > {log} 2>&1"
 
 
-SYNCER_TARGETS = ["results/motion_space.json"] + expand(
-    "results/syncers/{set}_metrics.json", set=SYNCER_SETS
+SYNCER_TARGETS = (
+    [MOTION_SPACE, "results/motion_space.json"]
+    + expand("models/syncers/{set}/level{level}.pt", set=SYNCER_SETS, level=LEVELS)
+    + expand("results/syncers/curves/{set}_level{level}.tsv", set=SYNCER_SETS, level=LEVELS)
+    + expand("results/syncers/{set}_metrics.json", set=SYNCER_SETS)
 )
 
 
