@@ -47,7 +47,10 @@ SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log
 
 
 def load_profile(name: str) -> dict:
-    return yaml.safe_load((PROFILES / name / "config.yaml").read_text()) or {}
+    """`default` is Snakemake's workflow profile (profiles/default, where Snakemake 9 looks for it);
+    the others are passed with --profile workflow/profiles/<name>."""
+    folder = REPO / "profiles/default" if name == "default" else PROFILES / name
+    return yaml.safe_load((folder / "config.yaml").read_text()) or {}
 
 
 def sbatch_flags(profile: dict, rule: str) -> list[str]:

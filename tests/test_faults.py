@@ -103,6 +103,8 @@ def test_a_killed_run_is_finished_by_the_readme_command_alone(project, killed_ru
     for out in outputs[1:]:  # every run after a kill: lock and incomplete jobs recovered without flags
         assert "removed Snakemake's stale lock" in out
         assert "LockException" not in out and "IncompleteFilesException" not in out
+    leftovers = [p for d in ("data", "models", "results") for p in (project / d).glob("**/.*.tmp*")]
+    assert leftovers == []  # the temp files the killed writers left were removed with the lock
     assert _up_to_date(project)
 
 

@@ -21,6 +21,7 @@ from helpers import CLIPS_DIR, run_ffmpeg
 from PIL import Image
 
 from mssync.core import runlock
+from mssync.core.atomic import atomic_path, remove_leftovers
 from mssync.core.checkpoints import Curve, load_resume, save
 from mssync.core.integrity import DamagedFile, damage, read_or_move_aside, sweep
 from mssync.core.records import write_record
@@ -171,6 +172,17 @@ def test_a_lock_nobody_registered_is_kept(tmp_path):
     """Taken by a run of an older workflow (or by hand): not ours to judge."""
     lock_dir = _lock(tmp_path)
     assert not runlock.clear_stale_lock(tmp_path) and lock_dir.is_dir()
+
+
+def test_a_killed_writers_temp_files_are_removed_and_finished_files_kept(tmp_path):
+    with pytest.raises(KeyboardInterrupt), atomic_path(tmp_path / "model.pt") as tmp:
+        tmp.write_bytes(b"half")
+        leftover = tmp.with_name(tmp.name + "-copy")  # what a kill -9 leaves: the finally never runs
+        leftover.write_bytes(b"half")
+        raise KeyboardInterrupt
+    (tmp_path / "model.pt").write_bytes(b"whole")
+    assert remove_leftovers([tmp_path, tmp_path / "absent"]) == [leftover]
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
 
 
 # --------------------------------------------------------------------------- curves and resume checkpoints

@@ -8,8 +8,10 @@ import json
 import logging
 import re
 import sys
+from pathlib import Path
 
 from mssync.data.manifest import SPLITS, read_manifest
+from mssync.core.atomic import remove_leftovers
 from mssync.core.integrity import sweep
 from mssync.core.records import is_ok
 from mssync.core.runlock import clear_stale_lock
@@ -89,8 +91,10 @@ def prepare_workdir():
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    artifacts = all_targets() + FEATURE_FILES + RAW_RECORDS + CROP_RECORDS
     try:
-        clear_stale_lock()
+        if clear_stale_lock():  # a run was killed and none is alive: its temp files are garbage
+            remove_leftovers({Path(path).parent for path in artifacts})
         sweep(all_targets() + FEATURE_FILES, records=RAW_RECORDS + CROP_RECORDS)
     finally:
         logger.removeHandler(handler)
