@@ -7,18 +7,23 @@ and the face-count thresholds use synthetic landmark arrays.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
-from helpers import crop_sample, make_raw, requires_clips, run_ffmpeg, video_frame_times
+from helpers import CLIPS_DIR, crop_sample, make_raw, requires_clips, run_ffmpeg, video_frame_times
 
+from mssync.core.config import DownloadSettings
 from mssync.core.errors import ClipRejected
 from mssync.core.records import OK, REJECTED, read_record, write_record
-from mssync.data.crop import Box, ProbeStats, check_faces, crop_clip, face_box, probe_stats
+from mssync.data.crop import Box, ProbeStats, check_av_durations, check_faces, crop_clip, face_box, probe_stats
+from mssync.data.download import download_clip
+from mssync.data.manifest import read_manifest
 from mssync.media.ffmpeg import probe
 from mssync.media.landmarks import Face
 from mssync.media.mesh import N_LANDMARKS
@@ -26,6 +31,7 @@ from mssync.media.mesh import N_LANDMARKS
 GOOD = "vox2-00010"  # 224x224, 25 fps, 16 kHz mono, 4.24 s
 OTHER = "vox2-00086"  # another speaker, same format
 STEREO_48K = "address-may"  # 512x512, 48 kHz stereo
+SEPARATE = "styletalk-kristinoem"  # 256x256, 30 fps, no audio track; speech in a 16 kHz wav beside it (18.02 s)
 ENCODE = ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")
 
 
@@ -453,6 +459,124 @@ def test_clip_that_was_not_downloaded_is_refused(tmp_path, crop_settings, landma
     assert not (tmp_path / "clips" / "gone.mp4").exists()
     with pytest.raises(ClipRejected, match="not downloaded"):
         crop_clip(raw_record=raw / "gone.json", out_dir=tmp_path / "clips", settings=crop_settings, landmarker=landmarker_settings, strict=True)
+
+
+# --------------------------------------------------------------------------- speech in a separate file
+
+
+def separate_files() -> tuple[Path, Path, dict[str, str]]:
+    """The styletalk sample's video and wav, and its clips.csv row; skips when they are absent."""
+    video, wav = CLIPS_DIR / f"{SEPARATE}.mp4", CLIPS_DIR / f"{SEPARATE}.wav"
+    if not (video.is_file() and wav.is_file()):
+        pytest.skip(f"sample clip {SEPARATE} (mp4 + wav) not found in {CLIPS_DIR}")
+    with (CLIPS_DIR.parent / "clips.csv").open(newline="", encoding="utf-8") as fh:
+        row = next(r for r in csv.DictReader(fh) if r["id"] == SEPARATE)
+    return video, wav, row
+
+
+def make_raw_with_audio(tmp_path: Path, clip_id: str, video: Path, audio: Path, trim: dict | None = None) -> Path:
+    """make_raw plus the separate audio file and the `audio` field the download stage writes for it."""
+    record = make_raw(tmp_path, clip_id, video, trim)
+    name = f"{clip_id}.audio{audio.suffix}"
+    shutil.copyfile(audio, record.parent / name)
+    write_record(record, clip_id, "download", OK, file=f"{clip_id}.mp4", speaker=clip_id, trim=trim, sha256=None,
+                 audio={"file": name, "sha256": None})
+    return record
+
+
+def download_row(tmp_path: Path, row: str, clip_id: str) -> Path:
+    """The real download stage on a one-row manifest (header below); returns the record path."""
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("id,url,sha256,speaker,start_s,end_s,audio_url,audio_sha256\n" + row + "\n")
+    (entry,) = read_manifest(manifest)
+    raw = tmp_path / "raw"
+    settings = DownloadSettings(mirror_dir=None, cache_dir=str(tmp_path / "cache"), retries=0, backoff_s=0, timeout_s=5)
+    download_clip(entry=entry, settings=settings, dest=raw / f"{clip_id}.mp4", record_path=raw / f"{clip_id}.json",
+                  strict=False)
+    return raw / f"{clip_id}.json"
+
+
+@requires_clips
+@pytest.mark.integration
+def test_separate_audio_is_downloaded_and_becomes_the_clips_speech(tmp_path, crop_settings, landmarker_settings):
+    """The styletalk row (30 fps video without an audio track, speech in a wav) through the real download and
+    crop stages, cut to 1-4 s: the output is 25 fps, and its wav is the separate file's samples from 1 s on."""
+    video, wav, row = separate_files()
+    raw_record = download_row(tmp_path, f"{SEPARATE},{video.as_uri()},{row['sha256']},{row['speaker']},1,4,"
+                                        f"{wav.as_uri()},{row['audio_sha256']}", SEPARATE)
+    assert read_record(raw_record)["audio"]["file"] == f"{SEPARATE}.audio.wav"
+    out_dir = tmp_path / "clips"
+
+    record = crop_clip(raw_record=raw_record, out_dir=out_dir, settings=crop_settings, landmarker=landmarker_settings)
+
+    n, _ = assert_good_output(record, out_dir, crop_settings)  # 256x256, 25 fps CFR, 16 kHz mono, n * 640 samples
+    assert n == 75 and record["span"] == {"start_s": 1.0, "duration_s": 3.0}
+    assert record["source"]["fps"] == pytest.approx(30, abs=0.01) and record["source"]["audio_codec"] is None
+    assert record["audio_source"] == {"file": f"{SEPARATE}.audio.wav", "sha256": row["audio_sha256"],
+                                      "codec": "pcm_s16le", "sample_rate": 16000, "channels": 1,
+                                      "duration_s": pytest.approx(18.02, abs=0.01)}
+    speech, rate = soundfile.read(str(wav), dtype="float32")
+    made, _ = soundfile.read(str(out_dir / record["output"]["audio"]), dtype="float32")
+    assert rate == 16000 and made.shape == (75 * 640,)
+    np.testing.assert_allclose(made, speech[16000:16000 + 75 * 640], atol=1e-4)  # the trim applies to the wav
+
+
+@requires_clips
+@pytest.mark.integration
+def test_separate_audio_of_a_different_length_is_rejected_with_both_durations(tmp_path, make_clip, crop_settings,
+                                                                              landmarker_settings):
+    video, wav, _ = separate_files()
+    half = make_clip("separate-half.wav", "-i", wav, "-t", "9", "-c:a", "pcm_s16le")
+    out_dir = tmp_path / "clips"
+    record = crop_clip(raw_record=make_raw_with_audio(tmp_path, "half", video, half), out_dir=out_dir,
+                       settings=crop_settings, landmarker=landmarker_settings)
+    assert_rejected(record, out_dir, "audio/video duration mismatch")
+    assert "video 18.07 s" in record["reason"] and "half.audio.wav 9.00 s" in record["reason"], record["reason"]
+    assert record["audio_source"]["duration_s"] == pytest.approx(9.0, abs=0.01)
+
+
+@requires_clips
+@pytest.mark.integration
+def test_unreadable_separate_audio_is_rejected(tmp_path, crop_settings, landmarker_settings):
+    video, _, _ = separate_files()
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"RIFF but not really a wav file")
+    out_dir = tmp_path / "clips"
+    record = crop_clip(raw_record=make_raw_with_audio(tmp_path, "junk", video, junk), out_dir=out_dir,
+                       settings=crop_settings, landmarker=landmarker_settings)
+    assert_rejected(record, out_dir, "corrupt or unreadable separate audio")
+    assert "junk.audio.wav" in record["reason"]
+
+
+@requires_clips
+@pytest.mark.integration
+def test_video_without_audio_track_or_separate_audio_is_rejected(tmp_path, crop_settings, landmarker_settings):
+    """The styletalk video alone (a manifest row without audio_url): nothing to take the speech from."""
+    video, _, _ = separate_files()
+    record, out_dir = crop_sample(tmp_path, "silent-film", video, crop_settings, landmarker_settings)
+    assert_rejected(record, out_dir, "no audio track in the video and no separate audio file (manifest audio_url)")
+    assert record["source"]["audio_codec"] is None and record["source"]["fps"] == pytest.approx(30, abs=0.01)
+
+
+def test_failed_audio_download_reaches_the_crop_record(tmp_path, crop_settings, landmarker_settings):
+    """A missing audio file rejects the download; the crop record passes the reason on."""
+    video, _, row = separate_files()
+    missing = tmp_path / "nowhere.wav"
+    raw_record = download_row(tmp_path, f"{SEPARATE},{video.as_uri()},{row['sha256']},{row['speaker']},,,"
+                                        f"{missing.as_uri()},", SEPARATE)
+    record = crop_clip(raw_record=raw_record, out_dir=tmp_path / "clips", settings=crop_settings,
+                       landmarker=landmarker_settings)
+    assert record["status"] == REJECTED
+    assert record["reason"] == f"not downloaded: audio_url: file {missing} does not exist (from {missing.as_uri()})"
+
+
+def test_av_duration_tolerance(crop_settings):
+    assert crop_settings.max_av_duration_mismatch_s == 0.2
+    check_av_durations(18.07, 18.02, "a.wav", crop_settings)  # the styletalk clips: within 0.07 s
+    check_av_durations(10.0, 10.2, "a.wav", crop_settings)
+    with pytest.raises(ClipRejected, match=r"video 10.00 s, separate audio a.wav 10.25 s \(differ by 0.25 s"):
+        check_av_durations(10.0, 10.25, "a.wav", crop_settings)
+    check_av_durations(10.0, 10.25, "a.wav", settings_with(crop_settings, max_av_duration_mismatch_s=0.3))
 
 
 # --------------------------------------------------------------------------- nothing produced is lost

@@ -372,6 +372,147 @@ def test_file_url_zip_member(settings, out, tmp_path, clip_bytes):
     assert dest.read_bytes() == clip_bytes
 
 
+# --------------------------------------------------------------------------- separate audio (audio_url)
+
+AUDIO_ID = "styletalk-kristinoem"  # 256x256 30 fps video without an audio track + its 16 kHz wav (~580 KB)
+
+
+def shared_row(clip_id: str) -> dict[str, str]:
+    with CLIPS_CSV.open(newline="", encoding="utf-8") as fh:
+        return next(row for row in csv.DictReader(fh) if row["id"] == clip_id)
+
+
+@pytest.fixture(scope="module")
+def audio_bytes() -> bytes:
+    return (CLIPS_DIR / f"{AUDIO_ID}.wav").read_bytes()
+
+
+def audio_entry(url: str, audio_url: str, clip_id: str = AUDIO_ID, **overrides: object) -> ClipEntry:
+    """The sample row with a separate audio file, its hashes from clips.csv unless overridden."""
+    row = shared_row(AUDIO_ID)
+    fields = {"sha256": row["sha256"], "audio_url": audio_url, "audio_sha256": row["audio_sha256"], **overrides}
+    return ClipEntry(clip_id, url, "kristi-noem", **fields)  # type: ignore[arg-type]
+
+
+def assert_audio_rejected(record: dict, dest: Path, *needles: str) -> None:
+    """Rejected because of the audio file: neither file is installed, the reason says `audio_url:`."""
+    assert_rejected(record, dest, "audio_url: ", *needles)
+    assert record["audio_url"] and record["url"]
+    assert not list(dest.parent.glob(f"{dest.stem}.audio*")), "no audio file may be installed"
+
+
+def test_separate_audio_from_file_urls_is_verified_and_recorded(settings, out, audio_bytes):
+    video = CLIPS_DIR / f"{AUDIO_ID}.mp4"
+    wav = CLIPS_DIR / f"{AUDIO_ID}.wav"
+    entry = audio_entry(video.as_uri(), wav.as_uri(), start_s=1.0, end_s=4.0)
+
+    record, dest, _ = run(entry, settings, out)
+
+    assert (record["status"], record["source"], record["file"]) == (OK, "file", f"{AUDIO_ID}.mp4")
+    assert dest.read_bytes() == video.read_bytes()
+    assert record["trim"] == {"start_s": 1.0, "end_s": 4.0}  # the crop stage cuts video and audio alike
+    assert record["audio"] == {
+        "file": f"{AUDIO_ID}.audio.wav", "source": "file", "url": wav.as_uri(),
+        "sha256": shared_row(AUDIO_ID)["audio_sha256"], "verified": True, "bytes": len(audio_bytes), "attempts": 0,
+    }
+    assert (out / record["audio"]["file"]).read_bytes() == audio_bytes
+
+
+def test_separate_audio_comes_from_the_mirror_by_hash(settings, out, tmp_path, monkeypatch, audio_bytes):
+    """The published URLs are unreachable here; both files are found in ../shared/data/clips by their hash."""
+    row = shared_row(AUDIO_ID)
+    base = f"https://raw.githubusercontent.com/{row['source_repo']}/{row['source_commit']}/"
+    assert row["audio_file"] == f"clips/{AUDIO_ID}.wav"  # the mirror's name, not the URL's basename
+    monkeypatch.chdir(tmp_path)
+    mirrored = DownloadSettings(**{**vars(settings), "mirror_dir": os.path.relpath(CLIPS_DIR, tmp_path)})
+
+    record, dest, _ = run(audio_entry(base + row["source_path"], base + row["audio_source_path"]), mirrored, out)
+
+    assert (record["status"], record["source"], record["verified"]) == (OK, "mirror", True)
+    assert (record["audio"]["source"], record["audio"]["attempts"], record["audio"]["verified"]) == ("mirror", 0, True)
+    assert record["audio"]["url"] == base + "samples/source_video/wav/KristiNoem.wav"
+    assert (out / f"{AUDIO_ID}.audio.wav").read_bytes() == audio_bytes
+    assert not Path(settings.cache_dir).exists(), "nothing was fetched"
+
+
+def test_mirror_without_audio_hash_trusts_only_the_id_name(settings, out, tmp_path, clip_bytes):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "c1.mp4").write_bytes(clip_bytes)
+    (mirror / "speech.wav").write_bytes(b"same basename as the audio URL, but could be anything")
+    mirrored = DownloadSettings(**{**vars(settings), "mirror_dir": str(mirror), "retries": 0})
+    entry = ClipEntry("c1", closed_port_url("c1.mp4"), "spk1", audio_url=closed_port_url("speech.wav"))
+
+    record, dest, _ = run(entry, mirrored, out)
+    assert_audio_rejected(record, dest, "network error after 1 attempts")
+
+    (mirror / "c1.wav").write_bytes(b"named after the clip")
+    record, dest, _ = run(entry, mirrored, out)
+    assert (record["status"], record["audio"]["source"], record["audio"]["verified"]) == (OK, "mirror", False)
+    assert (out / "c1.audio.wav").read_bytes() == b"named after the clip"
+
+
+def test_separate_audio_over_http_is_retried_and_verified(server, settings, out, clip_bytes, audio_bytes):
+    url, audio_url = server.put("talk.mp4", clip_bytes), server.put("talk.WAV", audio_bytes)
+    server.fail_first["talk.WAV"] = 1
+    entry = ClipEntry("c1", url, "spk1", sha256=sha256(clip_bytes), audio_url=audio_url,
+                      audio_sha256=sha256(audio_bytes))
+
+    record, dest, _ = run(entry, settings, out)
+
+    assert (record["status"], record["source"], record["attempts"]) == (OK, "http", 1)
+    audio = record["audio"]
+    assert (audio["file"], audio["source"], audio["attempts"], audio["bytes"]) == ("c1.audio.wav", "http", 2, len(audio_bytes))
+    assert (out / "c1.audio.wav").read_bytes() == audio_bytes and dest.read_bytes() == clip_bytes
+
+
+def test_missing_audio_file_is_rejected(settings, out, tmp_path):
+    """A file: URL to nothing is the local 404: the clip is rejected, and its video not installed either."""
+    missing = tmp_path / "nowhere.wav"
+    entry = audio_entry((CLIPS_DIR / f"{AUDIO_ID}.mp4").as_uri(), missing.as_uri())
+
+    record, dest, _ = run(entry, settings, out)
+
+    assert_audio_rejected(record, dest, "does not exist", str(missing))
+    assert record["audio_url"] == missing.as_uri()
+
+
+def test_audio_404_is_rejected_without_retrying(server, settings, out, clip_bytes):
+    entry = ClipEntry("c1", server.put("c1.mp4", clip_bytes), "spk1", audio_url=server.url("gone.wav"))
+    record, dest, _ = run(entry, settings, out)
+    assert_audio_rejected(record, dest, "HTTP 404", server.url("gone.wav"))
+    assert server.hits["gone.wav"] == 1
+
+
+def test_audio_hash_mismatch_is_rejected_and_keeps_earlier_good_files(server, settings, out, clip_bytes, audio_bytes):
+    audio_url = server.put("speech.wav", b"not the speech the manifest describes")
+    entry = ClipEntry("c1", server.put("c1.mp4", clip_bytes), "spk1", audio_url=audio_url,
+                      audio_sha256=sha256(audio_bytes))
+
+    record, dest, _ = run(entry, settings, out)
+    assert_audio_rejected(record, dest, "sha256 mismatch", f"expected {sha256(audio_bytes)}")
+    assert not (Path(settings.cache_dir) / cache_name(audio_url)).exists(), "a bad download must not stay cached"
+
+    dest.write_bytes(clip_bytes)  # verified files from an earlier run stay as they are
+    (out / "c1.audio.wav").write_bytes(audio_bytes)
+    record, _, _ = run(entry, settings, out)
+    assert record["status"] == REJECTED and "audio_url: sha256 mismatch" in record["reason"]
+    assert dest.read_bytes() == clip_bytes and (out / "c1.audio.wav").read_bytes() == audio_bytes
+
+
+def test_strict_raises_for_a_bad_audio_file(settings, out, tmp_path, clip_bytes):
+    video = tmp_path / "c1.mp4"
+    video.write_bytes(clip_bytes)
+    entry = ClipEntry("c1", video.as_uri(), "spk1", audio_url=(tmp_path / "nowhere.wav").as_uri())
+
+    with pytest.raises(ClipRejected, match="audio_url: file .* does not exist"):
+        download_clip(entry=entry, settings=settings, dest=out / "c1.mp4", record_path=out / "c1.json", strict=True)
+
+    record = read_record(out / "c1.json")
+    assert record["status"] == REJECTED and record["reason"].startswith("audio_url: ")
+    assert not (out / "c1.mp4").exists()
+
+
 # --------------------------------------------------------------------------- youtube:
 
 FAKE_YTDLP = """#!{python}

@@ -98,6 +98,15 @@ def test_a_download_record_vouches_for_its_byte_count(tmp_path):
     assert sweep([], records=[tmp_path / "clip.json"]) == [tmp_path / "clip.json.damaged"]
 
 
+def test_a_download_record_vouches_for_its_separate_audio_file(tmp_path):
+    (tmp_path / "clip.mp4").write_bytes(b"x" * 10)
+    (tmp_path / "clip.audio.wav").write_bytes(b"y" * 5)
+    write_record(tmp_path / "clip.json", "clip", "download", "ok", bytes=10,
+                 audio={"file": "clip.audio.wav", "bytes": 6})
+    assert sweep([], records=[tmp_path / "clip.json"]) == [tmp_path / "clip.json.damaged"]
+    assert (tmp_path / "clip.audio.wav.damaged").is_file() and (tmp_path / "clip.mp4").is_file()
+
+
 def test_a_parquet_damaged_in_the_middle_is_named_and_moved_aside(whole_files, tmp_path):
     """Footer intact, data pages overwritten: only a full read finds it; the error names the file."""
     path = tmp_path / "mid.parquet"

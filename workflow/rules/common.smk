@@ -40,8 +40,10 @@ def settings(section, **replace):
 
 
 def manifest_row(wildcards):
-    """The clip's manifest row; as a param, editing one row reruns that clip only."""
-    return json.dumps(ROWS[wildcards.clip].__dict__, sort_keys=True)
+    """The clip's manifest row; as a param, editing one row reruns that clip only. Empty optional
+    columns are left out, so a new optional column reruns only the rows that fill it."""
+    row = {key: value for key, value in ROWS[wildcards.clip].__dict__.items() if value is not None}
+    return json.dumps(row, sort_keys=True)
 
 
 def cropped(clip):

@@ -99,6 +99,7 @@ class CropSettings:
     second_face_ratio: float
     min_audio_rms_db: float
     video_crf: int
+    max_av_duration_mismatch_s: float
 
 
 @dataclasses.dataclass(frozen=True)

@@ -158,8 +158,10 @@ def _record_media(record: Path, content: dict) -> list[tuple[Path, int | None]]:
     """The media files an ok stage record vouches for, with their byte count where it is recorded."""
     if content.get("status") != "ok":
         return []
-    if content.get("stage") == "download":
-        return [(record.with_suffix(".mp4"), content.get("bytes"))]
+    if content.get("stage") == "download":  # the video, and a separate speech file when the row has one
+        audio = content.get("audio") or {}
+        return [(record.with_suffix(".mp4"), content.get("bytes"))] + (
+            [(record.parent / audio["file"], audio.get("bytes"))] if audio.get("file") else [])
     output = content.get("output") or {}
     return [(record.parent / output[key], None) for key in ("video", "audio") if output.get(key)]
 

@@ -4,6 +4,12 @@ A FaceLandmarker in IMAGE mode looks at a few frames spread over the clip; the b
 once for the whole clip (a moving box would add fake head motion, which is what we model).
 Clips that cannot give clean single-speaker footage are rejected with the reason, and the
 reason is kept in the record that the crop rule always writes.
+
+The speech comes from the video's own audio track, or, when the download record names a separate
+audio file (manifest `audio_url`), from that file instead: it is resampled, trimmed and padded
+exactly like a track, on the video's timeline (its first sample is the video's first frame). Its
+duration must match the video's within `max_av_duration_mismatch_s`, else it is not this video's
+speech (or not all of it) and the clip is rejected.
 """
 
 from __future__ import annotations
@@ -21,7 +27,17 @@ from mssync.core.atomic import atomic_path
 from mssync.core.config import CropSettings, LandmarkerSettings
 from mssync.core.errors import ClipRejected, MediaError
 from mssync.core.records import OK, REJECTED, read_record, write_record
-from mssync.media.ffmpeg import MediaInfo, encode_crop, extract_audio, iter_frames, probe, read_wav, rms_dbfs
+from mssync.media.ffmpeg import (
+    AudioInfo,
+    MediaInfo,
+    encode_crop,
+    extract_audio,
+    iter_frames,
+    probe,
+    probe_audio,
+    read_wav,
+    rms_dbfs,
+)
 from mssync.media.landmarks import Face, detect_faces, model_sha256, open_landmarker
 
 log = logging.getLogger(__name__)
@@ -36,6 +52,19 @@ class Span:
 
     start_s: float
     duration_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Speech:
+    """Where the clip's speech is read from, and how far into that file the video's timeline starts.
+
+    `info` is the video's MediaInfo with its audio fields describing this speech, so the usable
+    span is computed the same way for a track and for a separate file.
+    """
+
+    path: Path
+    info: MediaInfo
+    offset_s: float = 0.0  # subtract from a video time to get the time in `path`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,14 +187,58 @@ def source_summary(info: MediaInfo) -> dict:
     }
 
 
+def audio_summary(audio: AudioInfo, download_audio: dict) -> dict:
+    return {
+        "file": download_audio.get("file"),
+        "sha256": download_audio.get("sha256"),
+        "codec": audio.codec,
+        "sample_rate": audio.sample_rate,
+        "channels": audio.channels,
+        "duration_s": round(audio.duration_s, 4),
+    }
+
+
 def _probe_source(raw: Path) -> MediaInfo:
     try:
-        info = probe(raw)
+        return probe(raw)
     except MediaError as exc:
         raise ClipRejected(f"corrupt or unreadable video: {exc}") from None
-    if not info.has_audio:
-        raise ClipRejected("no audio track", source=source_summary(info))
-    return info
+
+
+def check_av_durations(video_s: float, audio_s: float, audio_name: str, settings: CropSettings) -> None:
+    """A separate speech file much shorter or longer than the video is another take, or cut: reject it.
+
+    Both durations are in the reason, so the rejection list says which file is off and by how much.
+    """
+    mismatch = abs(video_s - audio_s)
+    if mismatch > settings.max_av_duration_mismatch_s:
+        raise ClipRejected(
+            f"audio/video duration mismatch: video {video_s:.2f} s, separate audio {audio_name} {audio_s:.2f} s "
+            f"(differ by {mismatch:.2f} s > max_av_duration_mismatch_s {settings.max_av_duration_mismatch_s} s)"
+        )
+
+
+def _speech(raw: Path, info: MediaInfo, download: dict, settings: CropSettings, details: dict) -> Speech:
+    """The speech to use: the download's separate audio file when it has one, else the video's track.
+
+    A separate file wins over a track (the manifest named it for a reason). It is assumed to start
+    with the video's first frame, hence its start and offset on the video's timeline.
+    """
+    separate = download.get("audio")
+    if not separate:
+        if not info.has_audio:
+            raise ClipRejected("no audio track in the video and no separate audio file (manifest audio_url)")
+        return Speech(raw, info)
+    path = raw.parent / separate["file"]
+    try:
+        audio = probe_audio(path)
+    except MediaError as exc:
+        raise ClipRejected(f"corrupt or unreadable separate audio: {exc}") from None
+    details["audio_source"] = audio_summary(audio, separate)
+    check_av_durations(info.duration_s, audio.duration_s, path.name, settings)
+    merged = dataclasses.replace(info, audio_codec=audio.codec, sample_rate=audio.sample_rate, channels=audio.channels,
+                                 audio_duration_s=audio.duration_s, audio_start_s=info.video_start_s)
+    return Speech(path, merged, offset_s=info.video_start_s)
 
 
 def _check_duration(span: Span, settings: CropSettings, what: str) -> int:
@@ -222,7 +295,8 @@ def _crop(
     info = _probe_source(raw)
     details["source"] = source_summary(info)
     details["source_sha256"] = download.get("sha256")
-    span = usable_span(info, download.get("trim"))
+    speech = _speech(raw, info, download, settings, details)
+    span = usable_span(speech.info, download.get("trim"))
     details["span"] = dataclasses.asdict(span)
     n_frames = _check_duration(span, settings, "usable audio+video")
 
@@ -243,8 +317,8 @@ def _crop(
         if written < n_frames:  # the source ended early (truncated): keep only what decodes
             log.warning("%s: source decodes to %d frames, expected %d", clip_id, written, n_frames)
             n_frames = _check_duration(Span(span.start_s, written / settings.fps), settings, "decodable video")
-        extract_audio(raw, tmp_audio, sample_rate=settings.sample_rate,
-                      n_samples=n_frames * samples_per_frame, start_s=span.start_s)
+        extract_audio(speech.path, tmp_audio, sample_rate=settings.sample_rate,
+                      n_samples=n_frames * samples_per_frame, start_s=span.start_s - speech.offset_s)
         samples, _ = read_wav(tmp_audio)
         level = rms_dbfs(samples)
         if level < settings.min_audio_rms_db:

@@ -11,6 +11,13 @@ Sources, in order:
 The clip bytes are hashed while they are written and compared with the manifest sha256
 before the file is renamed into place, so a bad download never becomes ``data/raw/{clip}.mp4``.
 
+A row with ``audio_url`` (the speech is a separate file, e.g. a wav beside a silent video) gets
+that file too, the same way (mirror by hash or name, then http(s)/file, retries, sha256 while
+written) as ``data/raw/{clip}.audio<URL's extension>``; the record's ``audio`` field describes it.
+The video is renamed into place only after the audio is verified, so a clip whose audio fails
+never gets a fresh video without its speech; an audio failure is a rejection whose reason starts
+with ``audio_url:``.
+
 Every call writes a record (``records.write_record``). A clip that cannot be obtained gets a
 ``rejected`` record with a one-line reason; with ``strict`` the rejection is raised as well.
 
@@ -76,6 +83,9 @@ YOUTUBE_WATCH_URL = "https://www.youtube.com/watch?v={video_id}"
 YTDLP = "yt-dlp"
 YTDLP_FORMAT = "bv*[height<=720][ext=mp4]+ba[ext=m4a]/b[ext=mp4]/b"
 YTDLP_OUTPUT_STEM = "clip"
+AUDIO_INFIX = ".audio"  # data/raw/{clip}.audio.wav: beside the video, clearly not a crop output
+AUDIO_REASON = "audio_url: "  # a rejection caused by the separate audio file says so first
+SAFE_SUFFIX = re.compile(r"^\.[a-z0-9]{1,10}$")
 BAD_DOWNLOAD = "bad_download"  # ClipRejected detail: the fetched file itself is wrong, do not reuse it
 YTDLP_MISSING = "yt-dlp is not installed: pip install 'mssync[youtube]' (or yt-dlp) to fetch youtube: clips"
 
@@ -88,6 +98,16 @@ class Fetched:
     source: str
     attempts: int
     evict_on_reject: bool = False  # a cached download proved bad (BAD_DOWNLOAD) must not be reused
+
+
+@dataclasses.dataclass(frozen=True)
+class Installed:
+    """A verified file written by `_obtain`: where it came from, its hash and size."""
+
+    source: str
+    attempts: int
+    sha256: str
+    bytes: int
 
 
 class _NetworkError(Exception):
@@ -111,12 +131,13 @@ def download_clip(*, entry: ClipEntry, settings: DownloadSettings, dest: Path, r
     """
     dest = Path(dest)
     try:
-        fields = _obtain(entry, settings, dest)
+        fields = _obtain_clip(entry, settings, dest)
     except ClipRejected as exc:
         log.warning("%s: rejected: %s", entry.id, exc.reason)
+        audio = {"audio_url": entry.audio_url} if entry.audio_url else {}  # video-only records keep their shape
         record = write_record(
             record_path, entry.id, STAGE, REJECTED,
-            speaker=entry.speaker, url=entry.url, member=entry.member, reason=exc.reason,
+            speaker=entry.speaker, url=entry.url, member=entry.member, **audio, reason=exc.reason,
         )
         if strict:
             raise
@@ -124,39 +145,110 @@ def download_clip(*, entry: ClipEntry, settings: DownloadSettings, dest: Path, r
     return write_record(record_path, entry.id, STAGE, OK, **fields)
 
 
-def _obtain(entry: ClipEntry, settings: DownloadSettings, dest: Path) -> dict[str, Any]:
-    """Install the clip at `dest` from the first source that has it; return the OK record fields."""
-    mirrored = find_in_mirror(entry, settings.mirror_dir)
+def _obtain_clip(entry: ClipEntry, settings: DownloadSettings, dest: Path) -> dict[str, Any]:
+    """Install the video at `dest` (and its separate audio beside it); return the OK record fields.
+
+    The audio is fetched inside the video's atomic write, so the video is renamed into place only
+    once the audio is verified and installed too.
+    """
+    with atomic_path(dest) as video_tmp:
+        installed = _obtain(entry, settings, video_tmp, own_name=f"{entry.id}.mp4")
+        fields = _ok_fields(entry, dest, installed)
+        if entry.audio_url is not None:
+            fields["audio"] = _obtain_audio(entry, settings, audio_dest(entry.audio_url, dest))
+    return fields
+
+
+def _obtain(entry: ClipEntry, settings: DownloadSettings, out: Path, own_name: str) -> Installed:
+    """Write the verified file `entry` names into `out`, a temporary path the caller renames into place.
+
+    The first source that has it wins: the mirror (`own_name` is the mirror name trusted without a
+    hash), then the URL. Scratch space lies beside `out`, so renames stay on one filesystem.
+    """
+    mirrored = find_in_mirror(entry, settings.mirror_dir, own_name)
     if mirrored is not None:
         log.info("%s: copying from mirror %s", entry.id, mirrored)
-        digest, size = install(entry, _open_file(mirrored), dest)
-        return _ok_fields(entry, dest, SOURCE_MIRROR, attempts=0, digest=digest, size=size)
+        digest, size = write_verified(entry, _open_file(mirrored), out)
+        return Installed(SOURCE_MIRROR, 0, digest, size)
 
-    with tempfile.TemporaryDirectory(prefix=f".{entry.id}.", dir=_existing_parent(dest)) as work:
+    with tempfile.TemporaryDirectory(prefix=f".{entry.id}.", dir=_existing_parent(out)) as work:
         fetched = fetch(entry, settings, Path(work))
         try:
             opener = _open_member(fetched.path, entry) if entry.member else _open_file(fetched.path)
-            digest, size = install(entry, opener, dest)
+            digest, size = write_verified(entry, opener, out)
         except ClipRejected as exc:
             if fetched.evict_on_reject and exc.details.get(BAD_DOWNLOAD):
                 log.info("%s: removing bad cached download %s", entry.id, fetched.path)
                 fetched.path.unlink(missing_ok=True)
             raise
-    return _ok_fields(entry, dest, fetched.source, attempts=fetched.attempts, digest=digest, size=size)
+    return Installed(fetched.source, fetched.attempts, digest, size)
 
 
-def _ok_fields(entry: ClipEntry, dest: Path, source: str, attempts: int, digest: str, size: int) -> dict[str, Any]:
+def _ok_fields(entry: ClipEntry, dest: Path, installed: Installed) -> dict[str, Any]:
     return {
         "speaker": entry.speaker,
         "file": dest.name,
-        "source": source,
+        "source": installed.source,
         "url": entry.url,
         "member": entry.member,
-        "sha256": digest,
-        "verified": entry.sha256 is not None,  # install() already rejected any mismatch
-        "bytes": size,
-        "attempts": attempts,
+        "sha256": installed.sha256,
+        "verified": entry.sha256 is not None,  # write_verified() already rejected any mismatch
+        "bytes": installed.bytes,
+        "attempts": installed.attempts,
         "trim": trim_of(entry),
+    }
+
+
+# --------------------------------------------------------------------------- separate audio
+
+
+def _audio_suffix(audio_url: str) -> str:
+    """The URL's extension (lower case), or "" when it has no safe one; ffmpeg reads the content anyway."""
+    suffix = PurePosixPath(_url_basename(audio_url)).suffix.lower()
+    return suffix if SAFE_SUFFIX.match(suffix) else ""
+
+
+def audio_dest(audio_url: str, dest: Path) -> Path:
+    """`{clip}.audio<ext>` beside the video: the extension tells ffmpeg and the damage checks what it is."""
+    return dest.with_name(f"{dest.stem}{AUDIO_INFIX}{_audio_suffix(audio_url)}")
+
+
+def _audio_entry(entry: ClipEntry) -> ClipEntry:
+    """The audio file as an entry of its own, so mirror, fetch and verification are the video's code."""
+    assert entry.audio_url is not None
+    return dataclasses.replace(entry, url=entry.audio_url, sha256=entry.audio_sha256, member=None,
+                               audio_url=None, audio_sha256=None)
+
+
+def _audio_mirror_name(clip_id: str, audio_url: str) -> str:
+    """The mirror name trusted without a hash: `{id}.wav`, as the shared clips name it, but never the
+    video's own `{id}.mp4` (an audio URL ending in .mp4 must not pick up the silent video)."""
+    suffix = _audio_suffix(audio_url)
+    if suffix and suffix != ".mp4":
+        return f"{clip_id}{suffix}"
+    return f"{clip_id}{AUDIO_INFIX}{suffix}"
+
+
+def _obtain_audio(entry: ClipEntry, settings: DownloadSettings, target: Path) -> dict[str, Any]:
+    """Install the separate audio file at `target`; return the record's `audio` field.
+
+    A failure is re-raised with the reason prefixed by `audio_url:`, so the rejection names which
+    of the clip's two files went wrong.
+    """
+    audio = _audio_entry(entry)
+    try:
+        with atomic_path(target) as tmp:
+            installed = _obtain(audio, settings, tmp, own_name=_audio_mirror_name(entry.id, audio.url))
+    except ClipRejected as exc:
+        raise ClipRejected(f"{AUDIO_REASON}{exc.reason}", **exc.details) from None
+    return {
+        "file": target.name,
+        "source": installed.source,
+        "url": audio.url,
+        "sha256": installed.sha256,
+        "verified": audio.sha256 is not None,
+        "bytes": installed.bytes,
+        "attempts": installed.attempts,
     }
 
 
@@ -182,26 +274,25 @@ def _existing_parent(dest: Path) -> Path:
 # --------------------------------------------------------------------------- install + verify
 
 
-def install(entry: ClipEntry, opener: contextlib.AbstractContextManager[IO[bytes]], dest: Path) -> tuple[str, int]:
-    """Stream the clip into a temp file beside `dest`, verify its sha256, then rename it into place.
+def write_verified(entry: ClipEntry, opener: contextlib.AbstractContextManager[IO[bytes]], out: Path) -> tuple[str, int]:
+    """Stream the file into `out` (a temporary path from atomic_path), hashing it as it is written.
 
-    Returns (sha256, bytes). A mismatch raises ClipRejected before the rename, so an existing
-    `dest` is never replaced by wrong bytes.
+    Returns (sha256, bytes). A mismatch raises ClipRejected, so the caller's atomic_path never
+    renames wrong bytes over an existing destination.
     """
     hasher = hashlib.sha256()
     size = 0
-    with atomic_path(dest) as tmp:
-        with opener as src, tmp.open("wb") as out:
-            for chunk in _read_chunks(src):
-                hasher.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
-        digest = hasher.hexdigest()
-        if entry.sha256 is not None and digest != entry.sha256:
-            # Without a member the file is the download itself, so a cached copy is bad too.
-            raise ClipRejected(
-                f"sha256 mismatch: expected {entry.sha256} got {digest}", **{BAD_DOWNLOAD: entry.member is None}
-            )
+    with opener as src, out.open("wb") as fh:
+        for chunk in _read_chunks(src):
+            hasher.update(chunk)
+            fh.write(chunk)
+            size += len(chunk)
+    digest = hasher.hexdigest()
+    if entry.sha256 is not None and digest != entry.sha256:
+        # Without a member the file is the download itself, so a cached copy is bad too.
+        raise ClipRejected(
+            f"sha256 mismatch: expected {entry.sha256} got {digest}", **{BAD_DOWNLOAD: entry.member is None}
+        )
     return digest, size
 
 
@@ -251,23 +342,24 @@ def _open_member(archive: Path, entry: ClipEntry) -> Iterator[IO[bytes]]:
 # --------------------------------------------------------------------------- mirror
 
 
-def find_in_mirror(entry: ClipEntry, mirror_dir: str | None) -> Path | None:
+def find_in_mirror(entry: ClipEntry, mirror_dir: str | None, own_name: str | None = None) -> Path | None:
     """A mirror file that is verifiably this clip, or None to use the network.
 
-    Without a manifest sha256 only `{id}.mp4` is trusted: a file merely sharing the URL's
-    basename could be any clip.
+    Without a manifest sha256 only `own_name` (default `{id}.mp4`; `{id}.wav` for a separate
+    audio file) is trusted: a file merely sharing the URL's basename could be any clip.
     """
+    own_name = own_name or f"{entry.id}.mp4"
     if not mirror_dir:
         return None
     mirror = Path(mirror_dir).resolve()  # relative paths are relative to the working directory
     if not mirror.is_dir():
         log.debug("%s: mirror %s does not exist", entry.id, mirror)
         return None
-    for candidate in _mirror_candidates(entry, mirror):
+    for candidate in _mirror_candidates(entry, mirror, own_name):
         if not candidate.is_file():
             continue
         if entry.sha256 is None:
-            if candidate.name == f"{entry.id}.mp4":
+            if candidate.name == own_name:
                 return candidate
             continue
         actual = sha256_file(candidate)
@@ -279,8 +371,8 @@ def find_in_mirror(entry: ClipEntry, mirror_dir: str | None) -> Path | None:
     return None
 
 
-def _mirror_candidates(entry: ClipEntry, mirror: Path) -> list[Path]:
-    names = [f"{entry.id}.mp4"]
+def _mirror_candidates(entry: ClipEntry, mirror: Path, own_name: str) -> list[Path]:
+    names = [own_name]
     if entry.member:
         names.append(PurePosixPath(entry.member).name)
     elif not entry.url.startswith(YOUTUBE_PREFIX):

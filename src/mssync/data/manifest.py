@@ -2,6 +2,9 @@
 
 Ids become file names in every stage, so they are checked before anything runs: a bad,
 duplicate or path-traversing id stops the run with the offending row named.
+
+Some clips keep their speech in a separate file (a video without an audio track and a wav
+beside it): `audio_url`/`audio_sha256` name that file. `member` stays the video's zip member.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from mssync.core.errors import ManifestError
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 URL_SCHEMES = ("http://", "https://", "file:", "youtube:")
+AUDIO_URL_SCHEMES = ("http://", "https://", "file:")  # yt-dlp would fetch a video, not the speech file
 SPLITS = ("train", "val", "test")
 REQUIRED_COLUMNS = ("id", "url", "speaker")
 
@@ -30,6 +34,8 @@ class ClipEntry:
     start_s: float | None = None
     end_s: float | None = None
     split: str | None = None
+    audio_url: str | None = None  # the speech as a separate file (the video has no usable audio track)
+    audio_sha256: str | None = None
 
 
 def validate_clip_id(clip_id: str, where: str) -> None:
@@ -60,6 +66,37 @@ def _optional_seconds(row: dict[str, str | None], key: str, where: str) -> float
     return seconds
 
 
+def _optional_sha256(row: dict[str, str | None], key: str, where: str) -> str | None:
+    value = _optional(row, key)
+    if value is None:
+        return None
+    value = value.lower()
+    if not SHA256_PATTERN.match(value):
+        raise ManifestError(f"{where}: {key} {value!r} is not 64 hex digits")
+    return value
+
+
+def _audio_columns(row: dict[str, str | None], url: str, where: str) -> tuple[str | None, str | None]:
+    """(audio_url, audio_sha256): a hash without a URL would silently verify nothing, so it is an error.
+
+    A youtube: video cannot have one: yt-dlp cuts the video to start_s/end_s while downloading,
+    and the audio file would stay uncut, out of step with it.
+    """
+    audio_url = _optional(row, "audio_url")
+    audio_sha256 = _optional_sha256(row, "audio_sha256", where)
+    if audio_url is None:
+        if audio_sha256 is not None:
+            raise ManifestError(f"{where}: audio_sha256 is set but audio_url is empty")
+        return None, None
+    if not audio_url.startswith(AUDIO_URL_SCHEMES):
+        raise ManifestError(
+            f"{where}: audio_url {audio_url!r} must start with one of {', '.join(AUDIO_URL_SCHEMES)}"
+        )
+    if url.startswith("youtube:"):
+        raise ManifestError(f"{where}: audio_url is not supported with a youtube: url (yt-dlp fetches the sound)")
+    return audio_url, audio_sha256
+
+
 def parse_row(row: dict[str, str | None], where: str) -> ClipEntry:
     clip_id = (row.get("id") or "").strip()
     validate_clip_id(clip_id, where)
@@ -69,11 +106,7 @@ def parse_row(row: dict[str, str | None], where: str) -> ClipEntry:
     speaker = (row.get("speaker") or "").strip()
     if not speaker:
         raise ManifestError(f"{where}: speaker is empty (needed to split by speaker)")
-    sha256 = _optional(row, "sha256")
-    if sha256 is not None:
-        sha256 = sha256.lower()
-        if not SHA256_PATTERN.match(sha256):
-            raise ManifestError(f"{where}: sha256 {sha256!r} is not 64 hex digits")
+    sha256 = _optional_sha256(row, "sha256", where)
     start_s = _optional_seconds(row, "start_s", where)
     end_s = _optional_seconds(row, "end_s", where)
     if start_s is not None and end_s is not None and end_s <= start_s:
@@ -81,7 +114,9 @@ def parse_row(row: dict[str, str | None], where: str) -> ClipEntry:
     split = _optional(row, "split")
     if split is not None and split not in SPLITS:
         raise ManifestError(f"{where}: split {split!r} must be one of {', '.join(SPLITS)} or empty")
-    return ClipEntry(clip_id, url, speaker, sha256, _optional(row, "member"), start_s, end_s, split)
+    audio_url, audio_sha256 = _audio_columns(row, url, where)
+    return ClipEntry(clip_id, url, speaker, sha256, _optional(row, "member"), start_s, end_s, split,
+                     audio_url=audio_url, audio_sha256=audio_sha256)
 
 
 def read_manifest(path: str | Path) -> list[ClipEntry]:

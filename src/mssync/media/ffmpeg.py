@@ -126,6 +126,37 @@ def require_audio_stream(path: str | Path) -> None:
         raise MediaError(f"{path}: no audio stream (found {found}); give a speech recording")
 
 
+@dataclasses.dataclass(frozen=True)
+class AudioInfo:
+    """A speech file's first audio stream: what the crop stage records and compares with the video."""
+
+    path: str
+    codec: str
+    sample_rate: int
+    channels: int
+    duration_s: float
+
+
+def probe_audio(path: str | Path) -> AudioInfo:
+    """Probe a separate speech file; MediaError when it is unreadable, holds no audio or has no duration.
+
+    `probe` cannot be used: it insists on a video stream, which a wav does not have.
+    """
+    path = str(path)
+    try:
+        info = ffmpeg.probe(path)
+    except ffmpeg.Error as exc:
+        raise MediaError(f"{path}: unreadable audio ({ffmpeg_error_message(exc)})") from None
+    audio = next((s for s in info.get("streams", []) if s.get("codec_type") == "audio"), None)
+    if audio is None:
+        raise MediaError(f"{path}: no audio stream")
+    duration = float(audio.get("duration") or info.get("format", {}).get("duration") or 0.0)
+    if duration <= 0:
+        raise MediaError(f"{path}: audio stream without a duration")
+    return AudioInfo(path=path, codec=audio.get("codec_name", "?"), sample_rate=int(audio.get("sample_rate") or 0),
+                     channels=int(audio.get("channels") or 0), duration_s=duration)
+
+
 def _start(stream: dict, origin: float) -> float:
     """A stream's start relative to the file's start: ffmpeg's decode timeline begins at `origin`."""
     return max(0.0, float(stream.get("start_time") or origin) - origin)
