@@ -43,14 +43,15 @@ SYNCER_PRESET = {  # config/tiny/params.yaml's `tiny` syncer preset, shorter
 MODEL = {"frame_dim": 16, "audio_dim": 16, "hidden": 8, "branch_dim": 16, "head_depth": 1, "transformer_layers": 1,
          "transformer_heads": 2, "context": 40, "lookahead": 2, "disc_dim": 16, "disc_hidden": 16,
          "windows": [5, 10, 20, 40]}
-SYNCERS = SyncersSection(preset_name="tiny", preset=SYNCER_PRESET, seeds={"loss": 0, "eval": 2}, device="cpu")
+SYNCERS = SyncersSection(preset_name="tiny", preset=SYNCER_PRESET, seeds={"loss": 0, "eval": 2}, device="cpu",
+                         max_speaker_share=0.2)
 DEFAULT_WEIGHTS = {"adv": 1.0, "sync": 1.0, "sup": 0.01, "rec": 0.001}
 
 
 def gan_section(iterations: int, eval_every: int, sync_levels: list[int], weights: dict | None = None,
                 seed: int = 0) -> dict:
     """A `gan:` section of params.yaml with a tiny preset (validated like the CLI does)."""
-    gan = {"preset": "tiny", "seed": seed, "device": "cpu", "sync_levels": sync_levels,
+    gan = {"preset": "tiny", "seed": seed, "device": "cpu", "max_speaker_share": 0.5, "sync_levels": sync_levels,
            "loss_weights": dict(weights or DEFAULT_WEIGHTS), "observed_frames": 3, "generated_frames": 40, "rollout_pull": 0.02,
            "presets": {"tiny": {"model": dict(MODEL), "batch": 4, "iterations": iterations, "lr_g": 1.0e-3,
                                 "lr_d": 1.0e-4, "eval_every": eval_every, "val_frames": 80}}}

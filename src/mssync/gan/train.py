@@ -33,6 +33,7 @@ from mssync.gan.model import (
     hinge_g,
 )
 from mssync.media.audio import standardise_audio
+from mssync.motion.balance import clip_probabilities, log_shares
 from mssync.motion.clips import load_split
 from mssync.motion.dynamics import pose_velocity_std
 from mssync.motion.space import EXPRESSION, LOG_SCALE, ROTATION, TRANSLATION, MotionSpace
@@ -64,6 +65,7 @@ class GanSettings:
     generated_frames: int
     rollout_pull: float  # drift control for long roll-outs (validation, evaluation, generation)
     seed: int
+    max_speaker_share: float  # of the training windows drawn (motion/balance.py)
     device: str  # auto | cpu | cuda: where it trains, not part of the recipe
 
     @classmethod
@@ -72,7 +74,8 @@ class GanSettings:
         return cls(model=GeneratorSettings(**preset["model"]), **{k: v for k, v in preset.items() if k != "model"},
                    sync_levels=list(gan["sync_levels"]), loss_weights=dict(gan["loss_weights"]),
                    observed_frames=gan["observed_frames"], generated_frames=gan["generated_frames"],
-                   rollout_pull=gan["rollout_pull"], seed=gan["seed"], device=gan["device"])
+                   rollout_pull=gan["rollout_pull"], seed=gan["seed"], max_speaker_share=gan["max_speaker_share"],
+                   device=gan["device"])
 
 
 def motion_groups(space: MotionSpace) -> list[int]:
@@ -90,6 +93,7 @@ class GanClip:
     feature_mean: torch.Tensor  # (F,) per-clip statistics of the syncer features (as the syncers saw them)
     feature_std: torch.Tensor
     starts: np.ndarray  # starts of fully valid training windows
+    speaker: str  # who speaks (the clip id when unknown): sampling caps a speaker's share
 
 
 def load_clips(split: Path, space: MotionSpace, mean: np.ndarray, std: np.ndarray, window: int) -> list[GanClip]:
@@ -101,7 +105,8 @@ def load_clips(split: Path, space: MotionSpace, mean: np.ndarray, std: np.ndarra
             clip_id, torch.from_numpy(((clip.motion - mean) / std).astype(np.float32)),
             torch.from_numpy(standardise_audio(clip.mel).astype(np.float32)),
             torch.from_numpy(features.mean(0).astype(np.float32)),
-            torch.from_numpy(np.maximum(features.std(0), STD_FLOOR).astype(np.float32)), starts))
+            torch.from_numpy(np.maximum(features.std(0), STD_FLOOR).astype(np.float32)), starts,
+            clip.speaker or clip_id))
     return clips
 
 
@@ -112,11 +117,14 @@ def audio_rows(mel: torch.Tensor, start: int, n_frames: int) -> torch.Tensor:
     return torch.cat([rows, rows[-1:].expand(missing, -1)]) if missing > 0 else rows
 
 
-def sample_batch(clips: list[GanClip], s: GanSettings, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+def sample_batch(clips: list[GanClip], s: GanSettings, rng: np.random.Generator,
+                 p: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    """A batch of training windows; clips drawn with probabilities `p` (default: by their windows)."""
     window = s.observed_frames + s.generated_frames
-    usable = [c for c in clips if len(c.starts)]
-    weights = np.array([len(c.starts) for c in usable], float)
-    picks = [(usable[i], int(rng.choice(usable[i].starts))) for i in rng.choice(len(usable), s.batch, p=weights / weights.sum())]
+    if p is None:
+        weights = np.array([len(c.starts) for c in clips], float)
+        p = weights / weights.sum()
+    picks = [(clips[i], int(rng.choice(clips[i].starts))) for i in rng.choice(len(clips), s.batch, p=p)]
     return {
         "motion": torch.stack([c.motion[t:t + window] for c, t in picks]),  # (B, W, D)
         "mel": torch.stack([audio_rows(c.mel, t, window + s.model.lookahead) for c, t in picks]),  # (B, 4(W+L), M)
@@ -231,6 +239,9 @@ def train_gan(*, train: Path, val: Path, space_path: Path, syncer_paths: list[Pa
     if not any(len(c.starts) for c in train_clips):
         raise MssyncError(f"no train clip has {window} consecutive frames with a face")
     n_mels = train_clips[0].mel.shape[1]
+    speakers, windows = [c.speaker for c in train_clips], np.array([len(c.starts) for c in train_clips])
+    log_shares("generator", speakers, windows, settings.max_speaker_share)
+    draw = clip_probabilities(speakers, windows, settings.max_speaker_share)
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -274,7 +285,7 @@ def train_gan(*, train: Path, val: Path, space_path: Path, syncer_paths: list[Pa
 
     started = time.perf_counter()
     while iteration < settings.iterations:
-        batch = {k: v.to(device) for k, v in sample_batch(train_clips, settings, rng).items()}  # data
+        batch = {k: v.to(device) for k, v in sample_batch(train_clips, settings, rng, draw).items()}  # data
         motion = batch["motion"]
         observed, future = motion[:, 1:obs], motion[:, obs:]
 

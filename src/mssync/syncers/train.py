@@ -22,6 +22,7 @@ from tqdm import tqdm
 from mssync.core.checkpoints import Curve, fingerprint, load_resume, save
 from mssync.core.device import pick_device
 from mssync.core.errors import ConfigError, MssyncError
+from mssync.motion.balance import clip_probabilities, log_shares
 from mssync.motion.space import MotionSpace
 from mssync.syncers.model import Syncer, SyncerSettings, info_nce
 from mssync.syncers.pyramid import MOTION_WINDOW
@@ -45,11 +46,13 @@ class SyncersSection:
     preset: dict  # the chosen preset's values as in params.yaml (stored in the checkpoint)
     seeds: dict[str, int]  # set name -> base seed
     device: str
+    max_speaker_share: float  # of the training windows drawn (motion/balance.py)
 
     @classmethod
     def from_params(cls, values: dict) -> "SyncersSection":
         return cls(preset_name=values["preset"], preset=dict(values["presets"][values["preset"]]),
-                   seeds={name: s["seed"] for name, s in values["sets"].items()}, device=values["device"])
+                   seeds={name: s["seed"] for name, s in values["sets"].items()}, device=values["device"],
+                   max_speaker_share=values["max_speaker_share"])
 
     @property
     def settings(self) -> SyncerSettings:
@@ -62,10 +65,14 @@ class SyncersSection:
         return self.seeds[syncer_set] * 100 + level
 
 
-def sample_group(clips: list[LevelClip], size: int, rng: np.random.Generator) -> list[tuple[int, int]]:
-    """(clip index, start) pairs of one contrastive group; windows never overlap each other."""
-    weights = np.array([len(c.starts) for c in clips], float)
-    c = int(rng.choice(len(clips), p=weights / weights.sum()))
+def sample_group(clips: list[LevelClip], size: int, rng: np.random.Generator,
+                 p: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """(clip index, start) pairs of one contrastive group; windows never overlap each other. Clips
+    are drawn with probabilities `p` (default: by their number of windows)."""
+    if p is None:
+        weights = np.array([len(c.starts) for c in clips], float)
+        p = weights / weights.sum()
+    c = int(rng.choice(len(clips), p=p))
     same = clips[c].grid(int(rng.integers(MOTION_WINDOW)))
     if len(same) >= size:  # same speaker, other moments: the hard negatives
         return [(c, int(s)) for s in rng.choice(same, size, replace=False)]
@@ -77,7 +84,7 @@ def sample_group(clips: list[LevelClip], size: int, rng: np.random.Generator) ->
                    for pc, ps in picked)
 
     for _ in range(50 * size):  # different clips (repeats only where windows do not overlap in time)
-        c = int(rng.choice(len(clips), p=weights / weights.sum()))
+        c = int(rng.choice(len(clips), p=p))
         s = int(rng.choice(clips[c].starts))
         if fits(c, s):
             picked.append((c, s))
@@ -94,10 +101,11 @@ def sample_group(clips: list[LevelClip], size: int, rng: np.random.Generator) ->
     raise MssyncError(f"cannot draw {size} non-overlapping windows from {len(clips)} clips; lower group_size")
 
 
-def sample_batch(clips: list[LevelClip], s: SyncerSettings, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_batch(clips: list[LevelClip], s: SyncerSettings, rng: np.random.Generator,
+                 p: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     motion, audio = [], []
     for _ in range(s.groups_per_batch):
-        for c, start in sample_group(clips, s.group_size, rng):
+        for c, start in sample_group(clips, s.group_size, rng, p):
             m, a = clips[c].windows(np.array([start]))
             motion.append(m)
             audio.append(a)
@@ -139,7 +147,11 @@ def train_syncer(
     n_features, n_mels = train_clips[0].motion.shape[1], train_clips[0].audio.shape[1]
     resume_path = out.with_suffix(".resume.pt")
     resumable = {k: v for k, v in settings_dict.items() if k != "steps"}  # more steps = the same run, longer
-    key = fingerprint([train, val, space_path], settings=resumable, level=level, seed=seed, kernel=kernel)
+    key = fingerprint([train, val, space_path], settings=resumable, level=level, seed=seed, kernel=kernel,
+                      max_speaker_share=syncers.max_speaker_share)
+    speakers, windows = [c.speaker for c in train_clips], np.array([len(c.starts) for c in train_clips])
+    log_shares(f"level {level}", speakers, windows, syncers.max_speaker_share)
+    draw = clip_probabilities(speakers, windows, syncers.max_speaker_share)
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -170,7 +182,7 @@ def train_syncer(
     started, running = time.perf_counter(), {"loss": [], "top1": []}
     progress = tqdm(total=settings.steps, initial=step, desc=f"syncer level {level}", mininterval=10, leave=False)
     while step < settings.steps:
-        motion, audio = sample_batch(train_clips, settings, rng)  # data
+        motion, audio = sample_batch(train_clips, settings, rng, draw)  # data
         motion = motion + settings.noise * torch.randn_like(motion)
         audio = audio + settings.noise * torch.randn_like(audio)
         m, a = model(motion.to(device), audio.to(device))  # forward

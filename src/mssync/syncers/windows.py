@@ -33,6 +33,7 @@ class LevelClip:
     source: str = ""  # the clip it comes from (phase-shifted copies share it)
     phase: int = 0  # first video frame of the pyramid (see prepare_level)
     scale: int = 1  # video frames per level-l sample (2**level)
+    speaker: str = ""  # who speaks (the clip id when unknown): sampling caps a speaker's share
 
     def __post_init__(self) -> None:
         self.source = self.source or self.clip_id
@@ -87,7 +88,7 @@ def prepare_level(split: Path, space: MotionSpace, level: int, kernel: int, phas
             lc = level_clip(f"{clip_id}@{phase}" if phases else clip_id, features[phase:],
                             clip.mel[AUDIO_PER_MOTION * phase:], clip.valid[phase:], level, kernel)
             if lc is not None:
-                lc.source, lc.phase, lc.scale = clip_id, phase, 2**level
+                lc.source, lc.phase, lc.scale, lc.speaker = clip_id, phase, 2**level, clip.speaker or clip_id
                 clips.append(lc)
     return clips
 
