@@ -28,7 +28,8 @@ CROP = 256  # px; landmark units are fractions of the crop
 
 
 def settings(k: int = 6, smooth: int = 1, max_gap: int = 3) -> MotionSettings:
-    return MotionSettings(expression_components=k, smooth_frames=smooth, max_gap_frames=max_gap)
+    return MotionSettings(expression_components=k, smooth_frames=smooth, max_gap_frames=max_gap, fit_max_frames=20000,
+                          fit_seed=0)
 
 
 def random_rotations(rng: np.random.Generator, n: int, max_angle: float = 0.6) -> np.ndarray:

@@ -131,6 +131,8 @@ class MotionSettings:
     expression_components: int
     smooth_frames: int
     max_gap_frames: int
+    fit_max_frames: int  # the space is fitted on a uniform sample of at most this many train frames
+    fit_seed: int
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,8 +13,10 @@ import hashlib
 import io
 import logging
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from mssync.core.atomic import write_text_atomic
 from mssync.core.config import DatasetSettings
@@ -22,7 +24,7 @@ from mssync.core.errors import ClipRejected, MssyncError
 from mssync.core.integrity import DamagedFile
 from mssync.core.records import OK, read_record, write_rejected_csv
 from mssync.data.manifest import SPLITS, ClipEntry, read_manifest
-from mssync.features.schema import encode_metadata, read_metadata, read_table, write_table
+from mssync.features.schema import encode_metadata, read_metadata, read_table, write_clip_tables
 
 log = logging.getLogger(__name__)
 
@@ -123,27 +125,41 @@ def _merged_metadata(metas: list[dict], split: str, clip_ids: list[str]) -> dict
 
 
 def write_split(path: Path, split: str, clips: list[UsableClip], template: Path) -> list[dict[str, str]]:
-    """One Parquet per split; an empty split keeps the schema so readers need no special case.
-    A clip whose features cannot be read is left out and returned as a rejection (its file moved
-    aside for re-extraction), so one damaged file never costs the run its split files."""
-    tables, metas, kept, rejected = [], [], [], []
+    """One Parquet per split, streamed clip by clip (memory: one clip, not the split); an empty split
+    keeps the schema so readers need no special case. A clip whose features cannot be read is left
+    out and returned as a rejection (its file moved aside for re-extraction), so one damaged file
+    never costs the run its split files."""
+    rejected: list[dict[str, str]] = []
+    while True:
+        metas = [read_metadata(clip.features) for clip in clips] or [read_metadata(template)]
+        merged = _merged_metadata(metas, split, [c.entry.id for c in clips])
+        try:
+            write_clip_tables(path, _split_schema(clips, template, merged), _clip_tables(clips, template))
+            return rejected
+        except _Unreadable as exc:  # damage a full read found: leave the clip out and write again
+            rejected.append(_rejection(exc.clip.entry, "features", _damaged_reason(exc.damage)))
+            clips = [c for c in clips if c is not exc.clip]
+
+
+class _Unreadable(Exception):
+    def __init__(self, clip: UsableClip, damage: DamagedFile) -> None:
+        super().__init__(str(damage))
+        self.clip, self.damage = clip, damage
+
+
+def _split_schema(clips: list[UsableClip], template: Path, merged: dict) -> pa.Schema:
+    schema = pq.read_schema(clips[0].features if clips else template)
+    return schema.with_metadata(encode_metadata(merged))
+
+
+def _clip_tables(clips: list[UsableClip], template: Path) -> Iterator[pa.Table]:
+    if not clips:
+        yield read_table(template)[0].slice(0, 0)
     for clip in clips:
         try:
-            table, meta = read_table(clip.features)
+            yield read_table(clip.features)[0]
         except DamagedFile as exc:
-            rejected.append(_rejection(clip.entry, "features", _damaged_reason(exc)))
-            continue
-        tables.append(table)
-        metas.append(meta)
-        kept.append(clip)
-    clips = kept
-    if not tables:
-        table, meta = read_table(template)
-        tables, metas = [table.slice(0, 0)], [meta]
-    merged = _merged_metadata(metas, split, [c.entry.id for c in clips])
-    combined = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
-    write_table(path, combined.replace_schema_metadata(encode_metadata(merged)))
-    return rejected
+            raise _Unreadable(clip, exc) from exc
 
 
 def _splits_csv(rows: list[dict]) -> str:

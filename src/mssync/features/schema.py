@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -108,6 +108,42 @@ def decode_metadata(raw: dict[bytes, bytes] | None) -> dict[str, Any]:
 def write_table(path: str | Path, table: pa.Table) -> None:
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
+
+
+def write_clip_tables(path: str | Path, schema: pa.Schema, tables: Iterable[pa.Table]) -> None:
+    """Stream per-clip tables into one Parquet file (a row group per clip, or more for a very long
+    one), holding one clip in memory at a time: a split of any size costs the memory of its
+    largest clip, not of the split."""
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        for table in tables:
+            writer.write_table(table.replace_schema_metadata(schema.metadata))
+
+
+def iter_clip_tables(path: str | Path, columns: list[str] | None = None) -> Iterator[tuple[str, pa.Table]]:
+    """(clip id, its rows) for each clip of a split file, in file order, reading one row group at a
+    time. A clip's rows are contiguous in every split the dataset stage writes (checked)."""
+    path = Path(path)
+    read_metadata(path)  # schema version; a damaged footer is moved aside
+    parquet = read_or_move_aside(path, pq.ParquetFile, REBUILD)
+    wanted = None if columns is None else list(dict.fromkeys(["clip_id", *columns]))
+    done: set[str] = set()
+    current, parts = None, []
+    for index in range(parquet.num_row_groups):
+        group = read_or_move_aside(path, lambda _: parquet.read_row_group(index, columns=wanted), REBUILD)
+        ids = np.asarray(group.column("clip_id").to_pylist(), dtype=object)
+        cuts = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist(), len(ids)]
+        for start, stop in zip(cuts, cuts[1:]):
+            clip_id = str(ids[start])
+            if clip_id != current:
+                if current is not None:
+                    done.add(current)
+                    yield current, pa.concat_tables(parts)
+                if clip_id in done:
+                    raise MssyncError(f"{path}: the rows of clip {clip_id} are not contiguous; re-run the dataset stage")
+                current, parts = clip_id, []
+            parts.append(group.slice(start, stop - start))
+    if current is not None:
+        yield current, pa.concat_tables(parts)
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

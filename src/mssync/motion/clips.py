@@ -6,12 +6,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
+import pyarrow as pa
 
 from mssync.core.constants import FPS
-from mssync.features.schema import list_column_to_numpy, read_table
+from mssync.features.schema import iter_clip_tables, list_column_to_numpy, read_metadata
 from mssync.motion.space import MotionSpace
 
 
@@ -25,26 +26,27 @@ class ClipMotion:
     speaker: str | None = None
 
 
-def read_clips(path: Path, columns: list[str]) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
-    """clip_id -> {column: array in frame order}, in order of first appearance; and the file metadata."""
-    table, meta = read_table(path, columns=["clip_id", "frame", *columns])
-    ids = np.asarray(table.column("clip_id").to_pylist())
-    frame = table.column("frame").to_numpy()
+def clip_arrays(table: pa.Table, columns: list[str]) -> dict[str, np.ndarray]:
+    """One clip's rows as arrays in frame order."""
+    order = np.argsort(table.column("frame").to_numpy(), kind="stable")
     arrays = {}
     for name in columns:
         col = table.column(name)
-        arrays[name] = (col.to_numpy(zero_copy_only=False) if name == "face_found" else list_column_to_numpy(col))
-    # One sort for the whole split (by clip, then frame) instead of a scan of every row per clip,
-    # which grew with the square of the number of clips.
-    names, first_row, code = np.unique(ids, return_index=True, return_inverse=True)
-    order = np.lexsort((frame, code))
-    ends = np.cumsum(np.bincount(code, minlength=len(names)))
-    starts = ends - np.bincount(code, minlength=len(names))
-    clips = {}
-    for c in np.argsort(first_row, kind="stable"):  # clips in order of first appearance
-        rows = order[starts[c]:ends[c]]
-        clips[str(names[c])] = {name: arr[rows] for name, arr in arrays.items()}
-    return clips, meta
+        values = col.to_numpy(zero_copy_only=False) if name == "face_found" else list_column_to_numpy(col)
+        arrays[name] = values[order]
+    return arrays
+
+
+def iter_clips(path: Path, columns: list[str]) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+    """(clip id, {column: array in frame order}) clip by clip, one clip in memory at a time."""
+    for clip_id, table in iter_clip_tables(path, ["frame", *columns]):
+        yield clip_id, clip_arrays(table, columns)
+
+
+def read_clips(path: Path, columns: list[str]) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
+    """clip_id -> {column: array in frame order}, in file order; and the file metadata. Holds the
+    whole split: for the test split's landmarks (render); the trainers read through load_split."""
+    return dict(iter_clips(Path(path), columns)), read_metadata(path)
 
 
 def _speakers(path: Path, meta: dict[str, Any]) -> dict[str, str]:
@@ -60,10 +62,10 @@ def _speakers(path: Path, meta: dict[str, Any]) -> dict[str, str]:
 
 def load_split(path: Path, space: MotionSpace) -> dict[str, ClipMotion]:
     """Encode every clip of a split file (gap fill and smoothing included)."""
-    clips, meta = read_clips(Path(path), ["face_found", "landmarks", "mel"])
+    meta = read_metadata(path)
     speakers = _speakers(Path(path), meta)
     out = {}
-    for clip_id, cols in clips.items():
+    for clip_id, cols in iter_clips(Path(path), ["face_found", "landmarks", "mel"]):  # landmarks: one clip at a time
         motion, valid = space.encode(cols["landmarks"], cols["face_found"])
         mel = cols["mel"]
         out[clip_id] = ClipMotion(clip_id=clip_id, motion=motion, valid=valid,

@@ -13,7 +13,7 @@ import numpy as np
 from mssync.core.atomic import write_json_atomic
 from mssync.core.config import MotionSettings
 from mssync.media.mesh import LIP_LANDMARKS, N_LANDMARKS, RIGID_LANDMARKS
-from mssync.motion.clips import read_clips
+from mssync.motion.clips import iter_clips
 from mssync.motion.space import MotionSpace, face_frames
 
 log = logging.getLogger(__name__)
@@ -38,22 +38,57 @@ def reconstruction_errors(space: MotionSpace, landmarks: np.ndarray, crop_size: 
     }
 
 
-def _face_landmarks(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
-    clips, _ = read_clips(Path(path), ["face_found", "landmarks"])
-    return [(c["landmarks"], c["face_found"]) for c in clips.values()]
+def sample_face_frames(path: Path, max_frames: int, seed: int) -> tuple[np.ndarray, int]:
+    """A uniform random sample of at most `max_frames` of a split's frames with a face, in file order
+    (all of them, in order, when there are fewer), and how many there were.
+
+    One pass, clip by clip: each frame draws a random key and the smallest keys are kept, pruned
+    whenever the buffer doubles, so memory is bounded by `max_frames` and time is linear in the
+    corpus. The space then fits on the same data whatever the corpus size, in bounded memory."""
+    rng = np.random.default_rng(seed)
+    kept: list[np.ndarray] = []
+    keys: list[np.ndarray] = []
+    order: list[np.ndarray] = []
+    seen = buffered = 0
+    for _, cols in iter_clips(Path(path), ["face_found", "landmarks"]):
+        frames = cols["landmarks"][face_frames(cols["landmarks"], cols["face_found"])]
+        kept.append(frames)
+        keys.append(rng.random(len(frames)))
+        order.append(seen + np.arange(len(frames)))
+        seen += len(frames)
+        buffered += len(frames)
+        if buffered > 2 * max_frames:
+            kept, keys, order = (_smallest_keys(kept, keys, order, max_frames))
+            buffered = len(kept[0])
+    kept, keys, order = _smallest_keys(kept, keys, order, max_frames)
+    in_file_order = np.argsort(order[0], kind="stable")
+    return kept[0][in_file_order], seen
+
+
+def _smallest_keys(kept: list[np.ndarray], keys: list[np.ndarray], order: list[np.ndarray],
+                   n: int) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    frames = np.concatenate(kept) if kept else np.zeros((0, N_LANDMARKS, 3), np.float32)
+    all_keys, all_order = np.concatenate(keys) if keys else np.zeros(0), np.concatenate(order) if order else np.zeros(0, int)
+    if len(all_keys) > n:
+        chosen = np.argpartition(all_keys, n)[:n]
+        frames, all_keys, all_order = frames[chosen], all_keys[chosen], all_order[chosen]
+    return [frames], [all_keys], [all_order]
 
 
 def fit_motion_space(*, train: Path, val: Path, test: Path, out: Path, metrics: Path, settings: MotionSettings,
                      crop_size: int) -> dict:
     """Fit on train only, save the space to `out`, and write fit and reconstruction metrics to `metrics`."""
     start = time.perf_counter()
-    train_clips = _face_landmarks(train)
-    space = MotionSpace.fit(train_clips, settings)
+    samples = {name: sample_face_frames(path, settings.fit_max_frames, settings.fit_seed)
+               for name, path in (("train", train), ("val", val), ("test", test))}
+    train_frames, train_total = samples["train"]
+    space = MotionSpace.fit([(train_frames, np.ones(len(train_frames), bool))], settings)
     space.save(out)
     fit_s = time.perf_counter() - start
     report: dict[str, Any] = {
         "components": space.expression_dim, "dim": space.dim, "syncer_dim": space.syncer_dim,
-        "train_frames_with_face": space.fit_frames,
+        "train_frames_with_face": train_total,
+        "fit_frames": space.fit_frames,  # a uniform sample of at most motion.fit_max_frames of them
         "explained_variance_ratio": float(space.explained_variance_ratio.sum()),
         "explained_variance_ratio_per_component": [round(float(v), 6) for v in space.explained_variance_ratio],
         "component_std": [round(float(v), 6) for v in space.component_std],
@@ -62,12 +97,9 @@ def fit_motion_space(*, train: Path, val: Path, test: Path, out: Path, metrics: 
                                 "rigid_fit_residual: pose only, canonical rigid landmarks vs observed"),
         "fit_seconds": round(fit_s, 2),
     }
-    recon = {}
-    for name, path, clips in (("train", train, train_clips), ("val", val, None), ("test", test, None)):
-        clips = clips if clips is not None else _face_landmarks(path)
-        faces = [lm[face_frames(lm, ff)] for lm, ff in clips]
-        data = np.concatenate(faces).astype(np.float64) if faces else np.zeros((0, N_LANDMARKS, 3))
-        recon[name] = reconstruction_errors(space, data, crop_size)
+    recon = {}  # on the same bounded samples: at most motion.fit_max_frames frames per split
+    for name, (frames, _) in samples.items():
+        recon[name] = reconstruction_errors(space, frames.astype(np.float64), crop_size)
     report["reconstruction_unsmoothed"] = recon
     report["seconds"] = round(time.perf_counter() - start, 2)
     write_json_atomic(metrics, report)
