@@ -32,6 +32,7 @@ from mssync.core.records import OK, REJECTED, read_record, write_record
 from mssync.data.crop import crop_clip
 from mssync.features import preview
 from mssync.features.features import extract_features
+from mssync.features.preview import source_text
 from mssync.features.schema import list_column_to_numpy, read_table, write_table
 from mssync.media import mesh
 
@@ -282,3 +283,11 @@ def test_long_reasons_wrap_within_the_sheet() -> None:
 def test_spread_indices_cover_first_to_last(n_frames: int, count_: int, expected: list[int]) -> None:
     assert preview.spread_indices(n_frames, count_) == expected
     assert math.isclose(len(expected), min(n_frames, count_))
+
+
+def test_the_preview_says_where_the_speech_came_from():
+    """A StyleTalk clip's video has no track: the header names the separate file instead of 'audio none'."""
+    video = {"width": 256, "height": 256, "fps": 30.0, "duration_s": 18.07, "audio_codec": None}
+    assert source_text(video).endswith("audio none")
+    separate = {"file": "styletalk-kristinoem.audio.wav", "codec": "pcm_s16le", "duration_s": 18.02}
+    assert source_text(video, separate).endswith("speech from styletalk-kristinoem.audio.wav (pcm_s16le, 18.02 s)")

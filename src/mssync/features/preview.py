@@ -160,7 +160,7 @@ def ok_title(record: dict, face_fraction: float | None, note: str) -> list[Title
         (f"crop box x={box.get('x')} y={box.get('y')} side={box.get('side')}"
          f"{'  (clamped to the frame)' if box.get('clamped') else ''}   ->  {output['size']}x{output['size']} "
          f"@ {output['fps']} fps", TEXT),
-        (source_text(source), TEXT),
+        (source_text(source, record.get("audio_source")), TEXT),
     ]
     if note:
         lines.append((note, REJECTED_TEXT))
@@ -226,7 +226,7 @@ def rejected_sheet(
     title = rejected_title(record)
     details = []
     if record.get("source"):
-        details.append(source_text(record["source"]))
+        details.append(source_text(record["source"], record.get("audio_source")))
     if record.get("probe"):
         details.append(probe_text(record["probe"]))
     title += [(line, TEXT) for line in details]
@@ -330,8 +330,9 @@ def draw_box(
         draw.text((x0 + 3, ty + 1), label, font=font, fill=LABEL_TEXT)
 
 
-def source_text(source: dict) -> str:
-    """Source video facts that explain odd crops: size, rotation, frame rate, length."""
+def source_text(source: dict, audio_source: dict | None = None) -> str:
+    """Source video facts that explain odd crops: size, rotation, frame rate, length; and where the
+    speech came from (the video's track, or the row's separate audio file)."""
     if not source:
         return "source: unknown"
     parts = [f"source {source.get('width')}x{source.get('height')}"]
@@ -341,7 +342,11 @@ def source_text(source: dict) -> str:
         parts.append(f"{float(source['fps']):g} fps" + (" (variable)" if source.get("variable_frame_rate") else ""))
     if source.get("duration_s") is not None:
         parts.append(f"{float(source['duration_s']):.2f} s")
-    parts.append(f"audio {source.get('audio_codec') or 'none'}")
+    if audio_source:
+        parts.append(f"speech from {audio_source.get('file')} ({audio_source.get('codec')}, "
+                     f"{float(audio_source.get('duration_s') or 0):.2f} s)")
+    else:
+        parts.append(f"audio {source.get('audio_codec') or 'none'}")
     return ", ".join(parts)
 
 
