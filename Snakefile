@@ -2,6 +2,7 @@
 from snakemake.utils import min_version
 
 from mssync.core.config import validate_params
+from mssync.core.recovery import recover_workdir
 
 min_version("9.0")
 
@@ -38,7 +39,7 @@ include: "workflow/rules/evaluate.smk"
 # Before Snakemake plans or locks (only in the run you started, never inside a job): clear the
 # lock a killed run left behind, and move aside damaged artifacts so their jobs are planned again.
 if workflow.is_main_process:
-    prepare_workdir()
+    recover_workdir(all_targets() + FEATURE_FILES, RAW_RECORDS + CROP_RECORDS)
 
 
 rule all:

@@ -5,16 +5,10 @@
 # level on purpose: Snakemake 9 can schedule a job whose input function depends on nested
 # checkpoints before that input is resolved.)
 import json
-import logging
 import re
-import sys
-from pathlib import Path
 
 from mssync.data.manifest import SPLITS, read_manifest
-from mssync.core.atomic import remove_leftovers
-from mssync.core.integrity import sweep
 from mssync.core.records import is_ok
-from mssync.core.runlock import clear_stale_lock
 
 MANIFEST = read_manifest(config["manifest"])
 CLIPS = [entry.id for entry in MANIFEST]
@@ -82,21 +76,3 @@ def render_args(render_targets):
     """--videos / --render-metrics for whichever of the render outputs exist as targets."""
     flags = {"results/videos": "--videos", "results/render/metrics.json": "--render-metrics"}
     return " ".join(f"{flags[t]} {t}" for t in render_targets if t in flags)
-
-
-def prepare_workdir():
-    """Recover from a kill and from damaged files without flags: see mssync.core.runlock and
-    mssync.core.integrity. Their log lines go to stderr, prefixed with mssync."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("mssync: %(message)s"))
-    logger = logging.getLogger("mssync")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    artifacts = all_targets() + FEATURE_FILES + RAW_RECORDS + CROP_RECORDS
-    try:
-        if clear_stale_lock():  # a run was killed and none is alive: its temp files are garbage
-            remove_leftovers({Path(path).parent for path in artifacts})
-        sweep(all_targets() + FEATURE_FILES, records=RAW_RECORDS + CROP_RECORDS)
-    finally:
-        logger.removeHandler(handler)

@@ -64,8 +64,8 @@ def clear_stale_lock(workdir: Path = Path(".")) -> bool:
     cleared = False
     if lock_dir.is_dir() and any(lock_dir.iterdir()) and runs and not alive:
         shutil.rmtree(lock_dir)
-        dead = ", ".join(f"pid {run.get('pid', '?')}" for run in runs.values())
-        log.warning("removed Snakemake's stale lock: the run that took it (%s on %s) is no longer running",
+        dead = ", ".join(str(run.get("pid", "?")) for run in runs.values())
+        log.warning("removed Snakemake's stale lock: no run registered here is still running (pids %s on %s)",
                     dead, socket.gethostname())
         cleared = True
     for entry in set(runs) - set(alive):
