@@ -3,6 +3,7 @@ from snakemake.utils import min_version
 
 from mssync.core.config import validate_params
 from mssync.core.recovery import recover_workdir
+from mssync.data.shards import SHARD_PATTERN
 
 min_version("9.0")
 
@@ -21,7 +22,7 @@ include: "workflow/rules/common.smk"
 
 
 wildcard_constraints:
-    clip="|".join(re.escape(c) for c in CLIPS),
+    shard=SHARD_PATTERN,
     split="|".join(SPLITS),
     set="|".join(SYNCER_SETS),
     level="|".join(str(level) for level in LEVELS),
@@ -39,11 +40,10 @@ include: "workflow/rules/evaluate.smk"
 # Before Snakemake plans or locks (only in the run you started, never inside a job): clear the
 # lock a killed run left behind, and move aside damaged artifacts so their jobs are planned again.
 if workflow.is_main_process:
-    recover_workdir(all_targets() + FEATURE_FILES, RAW_RECORDS + CROP_RECORDS)
+    recover_workdir(all_targets(), CLIPS_RECORDS + FEATURES_RECORDS)
 
 
 rule all:
     default_target: True
     input:
         all_targets(),
-        feature_files,

@@ -96,6 +96,18 @@ PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "profiles", "workflow",
 
 TINY_CLIPS = ["vox2-00015", "vox2-00086", "vox2-00373", "hdtf-ted-lieu"]
 
+def tiny_shard_record(step: str, clip_id: str) -> str:
+    """The shard record ('clips' or 'features') of the job that makes `clip_id`'s files in the tiny
+    config: data/{clips,features}/shards/{shard}.json."""
+    from mssync.data.manifest import read_manifest
+    from mssync.data.shards import group_shards
+
+    params = tiny_params()
+    ids = [entry.id for entry in read_manifest(REPO / params["manifest"])]
+    shard = next(name for name, members in group_shards(ids, params["shards"]["size"]).items() if clip_id in members)
+    return f"data/{step}/shards/{shard}.json"
+
+
 TINY_FRAMES = 125  # 5 s cuts at 25 fps: long enough for one level-3 (1.6 s) syncer group
 
 def tool_env() -> dict[str, str]:

@@ -2,9 +2,10 @@
 the test starts (tests/slurm_cluster.py: Debian's slurm-wlm + munge, config in a temp dir).
 
 The run goes through the data and features phases and one syncer job (a GPU rule) via
-`sbatch`, exactly as `snakemake --profile workflow/profiles/slurm` does on a cluster; only the
-status-polling intervals are shortened on the command line (a real cluster wants 20-40 s, a test
-of ~25 short jobs would spend minutes sleeping). The GPU flags of the training rules are checked
+`sbatch`, exactly as `snakemake --profile workflow/profiles/slurm` does on a cluster; the per-clip
+phases submit one job per shard of clips, not one per clip (the test counts the sbatch calls).
+Only the status-polling intervals are shortened on the command line (a real cluster wants 20-40 s,
+a test of short jobs would spend minutes sleeping). The GPU flags of the training rules are checked
 with `sbatch --test-only` against the node's (fake) GPUs. Skips only where SLURM is missing and
 cannot be installed, or without root.
 """
@@ -35,9 +36,11 @@ pytestmark = pytest.mark.integration
 PROFILES = REPO / "workflow/profiles"
 GPU_RULES = ("syncer", "gan", "gan_ablation")  # training rules: the profile asks each for a GPU
 TARGETS = ["features_phase", "models/syncers/loss/level0.pt"]
-EXPECTED_JOBS = Counter(download=5, crop=5, features=4, preview=5, dataset=1, motion_space=1, syncer=1)
+# The tiny manifest's 5 clips fall in 2 shards (shards.size 2): one clips and one features job per
+# shard, not four jobs per clip as before shards.
+EXPECTED_JOBS = Counter(clips=2, features=2, dataset=1, motion_space=1, syncer=1)
 TEST_OVERRIDES = [  # on top of the profile, for a short test only
-    "--jobs", "6",  # one wave per per-clip rule (5 clips); the node is declared with 16 CPUs
+    "--jobs", "6",  # the node is declared with 16 CPUs
     "--seconds-between-status-checks", "1",
     "--slurm-init-seconds-before-status-checks", "1",
     "--slurm-keep-successful-logs",  # the test reads them
@@ -161,7 +164,7 @@ def test_every_job_went_through_sbatch(slurm_run, cluster, record_property):
         assert log.name == f"{job_id}.log" and log.is_relative_to(slurm_run.root / "logs/slurm"), log
         text = log.read_text()  # the job's own Snakemake, started by sbatch on the node
         assert f"'SLURM_JOB_ID': '{job_id}'" in text and re.search(rf"(rule|checkpoint) {rule}:", text), log
-    assert "localrule download:" not in slurm_run.log and "localrule crop:" not in slurm_run.log
+    assert "localrule clips:" not in slurm_run.log and "localrule features:" not in slurm_run.log
 
 
 def test_outputs_are_complete(slurm_run):

@@ -24,6 +24,7 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 import pytest
+from helpers import tiny_params
 
 from mssync.core.config import DownloadSettings
 from mssync.core.errors import ClipRejected, MssyncError
@@ -599,7 +600,8 @@ def mssync_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "mssync"]
 
 
-def test_cli_download_end_to_end(server, settings, tmp_path, clip_bytes):
+def test_cli_clips_downloads_then_crops_a_shard_end_to_end(server, settings, tmp_path, clip_bytes):
+    """`mssync clips` (the data phase's shard job) over http: the download record and the crop."""
     url = server.put("Input.zip", make_zip(tmp_path / "a.zip", {"Input/00010.mp4": clip_bytes}))
     manifest = tmp_path / "samples.csv"
     manifest.write_text(
@@ -607,18 +609,21 @@ def test_cli_download_end_to_end(server, settings, tmp_path, clip_bytes):
         f"{SAMPLE_ID},{url},{shared_hash(SAMPLE_ID)},spk1,Input/00010.mp4,,,\n",
         encoding="utf-8",
     )
-    dest, record_path = tmp_path / "data" / "raw" / f"{SAMPLE_ID}.mp4", tmp_path / "data" / "raw" / f"{SAMPLE_ID}.json"
-
+    params = tiny_params()
     proc = subprocess.run(
-        [*mssync_command(), "download", "--manifest", str(manifest), "--clip", SAMPLE_ID,
-         "--out", str(dest), "--record", str(record_path), "--strict",
-         "--download-settings", json.dumps(vars(settings))],
-        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+        [*mssync_command(), "clips", "--manifest", str(manifest), "--shard", "000of001",
+         "--record", "data/clips/shards/000of001.json", "--strict",
+         "--shards-settings", json.dumps(params["shards"]), "--download-settings", json.dumps(vars(settings)),
+         "--crop-settings", json.dumps(params["crop"]), "--landmarker-settings", json.dumps(params["landmarker"])],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
         env={**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"},
     )
 
     assert proc.returncode == 0, proc.stderr
-    assert dest.read_bytes() == clip_bytes
-    record = read_record(record_path)
+    assert (tmp_path / f"data/raw/{SAMPLE_ID}.mp4").read_bytes() == clip_bytes
+    record = read_record(tmp_path / f"data/raw/{SAMPLE_ID}.json")
     assert (record["status"], record["source"], record["verified"]) == (OK, "http", True)
+    assert read_record(tmp_path / f"data/clips/{SAMPLE_ID}.json")["status"] == OK
+    shard = read_record(tmp_path / "data/clips/shards/000of001.json")
+    assert [c["clip_id"] for c in shard["clips"]] == [SAMPLE_ID] and set(shard["clips"][0]["seconds"]) == {"download", "crop"}
     assert server.hits["Input.zip"] == 1

@@ -115,7 +115,7 @@ def test_exp_run_of_a_gan_parameter_reruns_only_the_gan(versioned):
     assert (root / "models/generator.pt").read_bytes() != generator_before  # another seed, another model
     this_run = "".join(p.read_text() for p in set((root / ".snakemake/log").glob("*.log")) - logs_before)
     assert "rule gan:" in this_run
-    for rule in ("download", "crop", "features", "dataset", "motion_space", "syncer"):
+    for rule in ("clips", "features", "dataset", "motion_space", "syncer"):
         assert f"rule {rule}:" not in this_run, rule
     assert yaml.safe_load((root / "params.yaml").read_text())["gan"]["seed"] == 1
     assert len(run(["dvc", "exp", "list", "--name-only"], root).stdout.split()) == 1

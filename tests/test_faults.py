@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from helpers import TINY_CLIPS, make_project, run, tiny_params, tool_env
+from helpers import TINY_CLIPS, make_project, run, tiny_params, tiny_shard_record, tool_env
 
 pytestmark = pytest.mark.integration
 
@@ -124,11 +124,10 @@ def test_killed_training_resumed_and_its_curves_kept_every_row(project, killed_r
         assert iterations == list(range(GAN_EVAL_EVERY, GAN_ITERATIONS + 1, GAN_EVAL_EVERY)), curve
 
 
-# One artifact of each kind. Per-clip files of two clips: the crop checkpoint hides the jobs after
-# a crop that must rerun from a dry run, so the features file belongs to a clip whose crop stays.
+# One artifact of each kind. A per-clip file is remade by its shard's job (the shard record is that
+# job's declared output; the start-up sweep moves it aside when a file it lists is lost or damaged).
 FEATURES_CLIP, MEDIA_CLIP = TINY_CLIPS[0], TINY_CLIPS[1]
 DELETED_DOWNSTREAM = [
-    f"data/features/{FEATURES_CLIP}.parquet", f"data/previews/{FEATURES_CLIP}.png",
     "data/dataset/val.parquet", "data/dataset/splits.csv", "data/rejected.csv",
     "models/motion_space.npz", "results/motion_space.json",
     "models/syncers/loss/level1.pt", "results/syncers/curves/eval_level2.tsv", "results/syncers/eval_metrics.json",
@@ -138,11 +137,13 @@ DELETED_DOWNSTREAM = [
     "results/plots/sync_levels.png", "results/plots/training_gan.png", "results/metrics.json", "results/report.html",
 ]
 DELETED_PER_CLIP = {  # deleted file -> the declared output whose job remakes it
-    f"data/raw/{MEDIA_CLIP}.json": f"data/raw/{MEDIA_CLIP}.json",
-    f"data/clips/{MEDIA_CLIP}.mp4": f"data/clips/{MEDIA_CLIP}.json",
-    f"data/clips/{MEDIA_CLIP}.wav": f"data/clips/{MEDIA_CLIP}.json",
-    f"data/raw/{TINY_CLIPS[2]}.mp4": f"data/raw/{TINY_CLIPS[2]}.json",
-    f"data/clips/{TINY_CLIPS[3]}.json": f"data/clips/{TINY_CLIPS[3]}.json",
+    f"data/features/{FEATURES_CLIP}.parquet": tiny_shard_record("features", FEATURES_CLIP),
+    f"data/previews/{FEATURES_CLIP}.png": tiny_shard_record("features", FEATURES_CLIP),
+    f"data/raw/{MEDIA_CLIP}.json": tiny_shard_record("clips", MEDIA_CLIP),
+    f"data/clips/{MEDIA_CLIP}.mp4": tiny_shard_record("clips", MEDIA_CLIP),
+    f"data/clips/{MEDIA_CLIP}.wav": tiny_shard_record("clips", MEDIA_CLIP),
+    f"data/raw/{TINY_CLIPS[2]}.mp4": tiny_shard_record("clips", TINY_CLIPS[2]),
+    f"data/clips/{TINY_CLIPS[3]}.json": tiny_shard_record("clips", TINY_CLIPS[3]),
 }
 
 
@@ -171,16 +172,16 @@ def test_every_kind_of_deleted_artifact_is_rebuilt_and_training_is_not_redone(pr
 
 
 DAMAGED = {  # damaged file -> the declared output whose job remakes it
-    f"data/features/{FEATURES_CLIP}.parquet": f"data/features/{FEATURES_CLIP}.parquet",
-    f"data/previews/{FEATURES_CLIP}.png": f"data/previews/{FEATURES_CLIP}.png",
+    f"data/features/{FEATURES_CLIP}.parquet": tiny_shard_record("features", FEATURES_CLIP),
+    f"data/previews/{FEATURES_CLIP}.png": tiny_shard_record("features", FEATURES_CLIP),
     "data/dataset/train.parquet": "data/dataset/train.parquet",
     "models/motion_space.npz": "models/motion_space.npz",
     "models/syncers/eval/level0.pt": "models/syncers/eval/level0.pt",
     "models/generator.pt": "models/generator.pt",
     "results/syncers/loss_metrics.json": "results/syncers/loss_metrics.json",
-    f"data/clips/{MEDIA_CLIP}.mp4": f"data/clips/{MEDIA_CLIP}.json",
-    f"data/clips/{TINY_CLIPS[2]}.wav": f"data/clips/{TINY_CLIPS[2]}.json",
-    f"data/raw/{TINY_CLIPS[3]}.mp4": f"data/raw/{TINY_CLIPS[3]}.json",
+    f"data/clips/{MEDIA_CLIP}.mp4": tiny_shard_record("clips", MEDIA_CLIP),
+    f"data/clips/{TINY_CLIPS[2]}.wav": tiny_shard_record("clips", TINY_CLIPS[2]),
+    f"data/raw/{TINY_CLIPS[3]}.mp4": tiny_shard_record("clips", TINY_CLIPS[3]),
 }
 
 

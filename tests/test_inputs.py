@@ -141,7 +141,7 @@ def test_every_numeric_option_is_range_checked():
     needs a Bounded type, and --help states each range."""
     parser = build_parser()
     commands = subparsers(parser)
-    assert len(commands) >= 15
+    assert len(commands) >= 13  # every stage, shard jobs included
     unchecked, undocumented, checked = [], [], 0
     for command, sub in {"mssync": parser, **commands}.items():
         for action in sub._actions:

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import REPO, TINY_CLIPS, TINY_FRAMES, make_project, run, tiny_params, tool_env
+from helpers import REPO, TINY_CLIPS, TINY_FRAMES, make_project, run, tiny_params, tiny_shard_record, tool_env
 
 from mssync.core.records import read_record
+from mssync.data.shards import group_shards
 from mssync.features.schema import list_column_to_numpy, read_metadata, read_table
 from mssync.syncers.model import Syncer
 
@@ -193,6 +194,38 @@ def test_snakemake_is_up_to_date_after_dvc(repro):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
+NEW_ROW = ("vox2-00010,https://raw.githubusercontent.com/Hangz-nju-cuhk/Talking-Face_PC-AVS/"
+           "201d2b946caa93a2ce7c798dd080be65959d2592/misc/Input.zip,"
+           "8fdd6e3e657cd11617e2354ebbd00ec5e8592f407f114fb6a95a3c03898929d2,vox2-00010,Input/00010.mp4,0,5,,,\n")
+
+
+def planned_jobs(plan: str) -> dict[str, int]:
+    """Snakemake's dry-run 'Job stats' table: rule -> planned job count."""
+    table = plan.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
+
+
+def test_adding_a_clip_reruns_only_its_shard(repro):
+    """A sixth manifest row: Snakemake plans one clips and one features job (the new clip's shard,
+    whose rows param changed), and the corpus-wide jobs after them; no other shard's."""
+    root, _ = repro
+    manifest = root / "config/tiny/manifest.csv"
+    original = manifest.read_text()
+    manifest.write_text(original + NEW_ROW)
+    try:
+        proc = run(["snakemake", "-n", "--cores", "1"], root)
+    finally:
+        manifest.write_text(original)
+    plan = proc.stdout + proc.stderr
+    jobs = planned_jobs(plan)
+    assert jobs["clips"] == 1 and jobs["features"] == 1 and jobs["dataset"] == 1, jobs
+    ids = [*(row.split(",", 1)[0] for row in original.splitlines()[1:]), "vox2-00010"]
+    (shard,) = [name for name, members in group_shards(ids, 2).items() if "vox2-00010" in members]
+    assert re.findall(r"output: (data/clips/shards/\S+\.json)", plan) == [f"data/clips/shards/{shard}.json"]
+    assert re.findall(r"output: (data/features/shards/\S+\.json)", plan) == [f"data/features/shards/{shard}.json"]
+    assert "Params have changed since last execution" in plan
+
+
 def test_changing_mel_bands_reruns_features_not_crop(repro):
     root, _ = repro
     crops = sorted((root / "data/clips").glob("*.mp4")) + sorted((root / "data/raw").glob("*"))
@@ -212,7 +245,7 @@ def test_changing_mel_bands_reruns_features_not_crop(repro):
     assert meta["n_mels"] == 20 and list_column_to_numpy(table["mel"]).shape[1:] == (4, 20)
     this_run = "".join(p.read_text() for p in set((root / ".snakemake/log").glob("*.log")) - logs_before)
     assert "rule features:" in this_run and "rule dataset:" in this_run
-    assert "rule crop:" not in this_run and "rule download:" not in this_run
+    assert "rule clips:" not in this_run  # download and crop
     assert "rule syncer:" in this_run  # the dataset changed, so the syncers retrain on it
 
 
@@ -235,9 +268,10 @@ def test_path_traversing_manifest_id_stops_the_run(tmp_path):
 
 def test_strict_makes_an_unobtainable_clip_fatal(tmp_path):
     root = make_project(tmp_path / "project", tiny_params(strict=True))
-    proc = run(["snakemake", "--cores", "1", "data/raw/missing-clip.json"], root, check=False)
+    record = tiny_shard_record("clips", "missing-clip")
+    proc = run(["snakemake", "--cores", "1", record], root, check=False)
     assert proc.returncode != 0
-    assert "does not exist" in (root / "logs/download/missing-clip.log").read_text()
+    assert "does not exist" in (root / "logs/clips" / Path(record).name).with_suffix(".log").read_text()
 
 
 def _snakemake_output_patterns() -> list[str]:

@@ -49,29 +49,22 @@ def _optional_path(value: str | None) -> Path | None:
     return Path(value) if value else None
 
 
-def cmd_download(args: argparse.Namespace) -> None:
-    from mssync.data.download import download_clip
-    from mssync.data.manifest import manifest_by_id
+def cmd_clips(args: argparse.Namespace) -> None:
+    from mssync.data.clips import make_clips
 
-    entry = manifest_by_id(args.manifest).get(args.clip)
-    if entry is None:
-        raise MssyncError(f"{args.manifest}: no clip with id {args.clip!r}")
-    download_clip(entry=entry, settings=_settings(args, "download"), dest=Path(args.out), record_path=Path(args.record),
-                  strict=args.strict)
-
-
-def cmd_crop(args: argparse.Namespace) -> None:
-    from mssync.data.crop import crop_clip
-
-    crop_clip(raw_record=Path(args.raw_record), out_dir=Path(args.out_dir), settings=_settings(args, "crop"),
-              landmarker=_settings(args, "landmarker"), strict=args.strict)
+    make_clips(manifest=Path(args.manifest), shard=args.shard, record=Path(args.record), raw_dir=Path(args.raw_dir),
+               clips_dir=Path(args.clips_dir), shards=_settings(args, "shards"), download=_settings(args, "download"),
+               crop=_settings(args, "crop"), landmarker=_settings(args, "landmarker"), strict=args.strict)
 
 
 def cmd_features(args: argparse.Namespace) -> None:
-    from mssync.features.features import extract_features
+    from mssync.features.features import make_features
 
-    extract_features(crop_record=Path(args.crop_record), out=Path(args.out), settings=_settings(args, "features"),
-                     landmarker=_settings(args, "landmarker"))
+    make_features(manifest=Path(args.manifest), shard=args.shard, record=Path(args.record),
+                  raw_dir=Path(args.raw_dir), clips_dir=Path(args.clips_dir), features_dir=Path(args.features_dir),
+                  previews_dir=Path(args.previews_dir), shards=_settings(args, "shards"),
+                  features=_settings(args, "features"), preview=_settings(args, "preview"),
+                  landmarker=_settings(args, "landmarker"), strict=args.strict)
 
 
 def cmd_dataset(args: argparse.Namespace) -> None:
@@ -80,14 +73,6 @@ def cmd_dataset(args: argparse.Namespace) -> None:
     build_dataset(manifest=Path(args.manifest), raw_dir=Path(args.raw_dir), clips_dir=Path(args.clips_dir),
                   features_dir=Path(args.features_dir), out_dir=Path(args.out_dir), rejected_csv=Path(args.rejected),
                   settings=_settings(args, "dataset"), strict=args.strict)
-
-
-def cmd_preview(args: argparse.Namespace) -> None:
-    from mssync.features.preview import make_preview
-
-    make_preview(raw_record=Path(args.raw_record), crop_record=Path(args.crop_record),
-                 features=_optional_path(args.features), out=Path(args.out),
-                 settings=_settings(args, "preview"), landmarker=_settings(args, "landmarker"))
 
 
 def cmd_motion_space(args: argparse.Namespace) -> None:
@@ -232,29 +217,30 @@ def _require_models(args: argparse.Namespace) -> None:
 
 def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     """Subcommands of the data phase (workflow/rules/data.smk)."""
-    p = sub.add_parser("download", help="fetch one manifest clip (mirror, http(s), file, zip member, youtube)")
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--clip", required=True)
-    p.add_argument("--out", required=True, help="where the clip goes (data/raw/{clip}.mp4)")
-    p.add_argument("--record", required=True, help="record JSON, written even when the clip is rejected")
-    p.add_argument("--strict", action="store_true", help="a clip that cannot be obtained is an error")
-    _add_settings(p, "download")
-    p.set_defaults(func=cmd_download)
+    p = sub.add_parser("clips", help="download then crop every clip of one shard (256x256 25 fps video + 16 kHz wav)")
+    _add_shard_arguments(p)
+    p.add_argument("--raw-dir", default="data/raw", help="downloads and their records ({clip}.json)")
+    p.add_argument("--clips-dir", default="data/clips", help="crops: {clip}.mp4, {clip}.wav, {clip}.json")
+    _add_settings(p, "shards", "download", "crop", "landmarker")
+    p.set_defaults(func=cmd_clips)
 
-    p = sub.add_parser("crop", help="find one stable face box; write 256x256 25 fps video + 16 kHz mono wav")
-    p.add_argument("--raw-record", required=True, help="download record (data/raw/{clip}.json)")
-    p.add_argument("--out-dir", required=True, help="data/clips: {clip}.mp4, {clip}.wav, {clip}.json")
-    p.add_argument("--strict", action="store_true")
-    _add_settings(p, "crop", "landmarker")
-    p.set_defaults(func=cmd_crop)
+
+def _add_shard_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--shard", required=True, help="which shard of the manifest's clips (e.g. 003of016)")
+    p.add_argument("--record", required=True, help="the shard record: every clip's outcome and files (JSON)")
+    p.add_argument("--strict", action="store_true", help="a clip that cannot be used is an error")
 
 
 def _add_features_commands(sub: argparse._SubParsersAction) -> None:
     """Subcommands of the features phase (features.smk)."""
-    p = sub.add_parser("features", help="per-frame landmarks, pose, blendshapes and log-mel audio to Parquet")
-    p.add_argument("--crop-record", required=True, help="crop record (data/clips/{clip}.json)")
-    p.add_argument("--out", required=True, help="data/features/{clip}.parquet")
-    _add_settings(p, "features", "landmarker")
+    p = sub.add_parser("features", help="landmarks, pose, blendshapes, log-mel Parquet and previews of one shard")
+    _add_shard_arguments(p)
+    p.add_argument("--raw-dir", default="data/raw")
+    p.add_argument("--clips-dir", default="data/clips")
+    p.add_argument("--features-dir", default="data/features", help="{clip}.parquet ({clip}.json if it failed)")
+    p.add_argument("--previews-dir", default="data/previews", help="{clip}.png contact sheets, rejected clips too")
+    _add_settings(p, "shards", "features", "preview", "landmarker")
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("dataset", help="consolidate clips into train/val/test Parquet, split by speaker")
@@ -267,14 +253,6 @@ def _add_features_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true")
     _add_settings(p, "dataset")
     p.set_defaults(func=cmd_dataset)
-
-    p = sub.add_parser("preview", help="PNG contact sheet of crop frames with landmarks (or why rejected)")
-    p.add_argument("--raw-record", required=True)
-    p.add_argument("--crop-record", required=True)
-    p.add_argument("--features", default=None)
-    p.add_argument("--out", required=True)
-    _add_settings(p, "preview", "landmarker")
-    p.set_defaults(func=cmd_preview)
 
 
 def _add_syncer_commands(sub: argparse._SubParsersAction) -> None:

@@ -1,14 +1,13 @@
-# Helpers shared by the phase files - the manifest, settings as params, and names every phase uses.
-# Every clip goes through download and crop, which always write a record (ok, or rejected with the
-# reason; crop passes a failed download on as its own rejection). Crop is the one checkpoint:
-# later rules read its records to ask only for clips that are still usable. (Only one checkpoint
-# level on purpose: Snakemake 9 can schedule a job whose input function depends on nested
-# checkpoints before that input is resolved.)
+# Helpers shared by the phase files - the manifest, its shards, settings as params, and names every
+# phase uses. The per-clip stages run a shard of clips per job (mssync.data.shards): `clips`
+# (download, crop) then `features` (landmarks + mel, previews). Each writes per-clip records (ok,
+# or rejected with the reason) and a shard record, its only declared output; the dataset reads the
+# per-clip records, so no checkpoint is needed and the DAG has a job per shard, not per clip.
 import json
 import re
 
 from mssync.data.manifest import SPLITS, read_manifest
-from mssync.core.records import is_ok
+from mssync.data.shards import group_shards
 
 MANIFEST = read_manifest(config["manifest"])
 CLIPS = [entry.id for entry in MANIFEST]
@@ -18,9 +17,9 @@ LEVELS = config["pyramid"]["levels"]
 SYNCER_SETS = list(config["syncers"]["sets"])  # the schema requires 'loss' and 'eval'
 SPLIT_FILES = {split: f"data/dataset/{split}.parquet" for split in SPLITS}
 MOTION_SPACE = "models/motion_space.npz"
-RAW_RECORDS = [f"data/raw/{clip}.json" for clip in CLIPS]
-CROP_RECORDS = [f"data/clips/{clip}.json" for clip in CLIPS]
-FEATURE_FILES = [f"data/features/{clip}.parquet" for clip in CLIPS]  # of the clips crop keeps
+SHARDS = group_shards(CLIPS, config["shards"]["size"])  # shard -> its clips (a hash of each id)
+CLIPS_RECORDS = [f"data/clips/shards/{shard}.json" for shard in SHARDS]
+FEATURES_RECORDS = [f"data/features/shards/{shard}.json" for shard in SHARDS]
 ABLATIONS = config["evaluation"]["ablations"]  # name -> the gan.sync_levels it trains with
 
 
@@ -33,15 +32,15 @@ def settings(section, **replace):
     return json.dumps(values, sort_keys=True)
 
 
-def manifest_row(wildcards):
-    """The clip's manifest row; as a param, editing one row reruns that clip only. Empty optional
-    columns are left out, so a new optional column reruns only the rows that fill it."""
-    row = {key: value for key, value in ROWS[wildcards.clip].__dict__.items() if value is not None}
-    return json.dumps(row, sort_keys=True)
-
-
-def cropped(clip):
-    return is_ok(checkpoints.crop.get(clip=clip).output.record)
+def shard_rows(wildcards):
+    """The manifest rows of the shard; as a param, editing, adding or removing a row reruns its
+    shard only. Empty optional columns are left out, so a new optional column reruns only the
+    shards with rows that fill it."""
+    rows = [
+        {key: value for key, value in ROWS[clip].__dict__.items() if value is not None}
+        for clip in SHARDS[wildcards.shard]
+    ]
+    return json.dumps(rows, sort_keys=True)
 
 
 def all_targets():
@@ -57,15 +56,6 @@ def all_targets():
         + RENDER_TARGETS
         + EVALUATE_TARGETS
     )
-
-
-def feature_files(wildcards):
-    """The features of every clip that crop kept (read from the crop checkpoint's records)."""
-    return [path for clip, path in zip(CLIPS, FEATURE_FILES) if cropped(clip)]
-
-
-def preview_features(wildcards):
-    return [f"data/features/{wildcards.clip}.parquet"] if cropped(wildcards.clip) else []
 
 
 def loss_syncers(levels):

@@ -1,51 +1,33 @@
-# Phase "data": fetch each manifest clip, then crop it to a stable 256x256 face box.
+# Phase "data": per shard of clips, fetch each clip, then crop it to a stable 256x256 face box.
 
 
-rule download:
+rule clips:
     output:
-        record="data/raw/{clip}.json",
+        record="data/clips/shards/{shard}.json",
     log:
-        "logs/download/{clip}.log",
+        "logs/clips/{shard}.log",
     benchmark:
-        "logs/benchmarks/download/{clip}.tsv"
-    resources:
-        mem_mb=500,
-        runtime=30,
-    params:
-        row=manifest_row,
-        manifest=config["manifest"],
-        settings=settings("download"),
-        strict=STRICT,
-    shell:
-        "mssync download --manifest {params.manifest} --clip {wildcards.clip}"
-        " --out data/raw/{wildcards.clip}.mp4 --record {output.record}"
-        " --download-settings {params.settings:q} {params.strict} > {log} 2>&1"
-
-
-checkpoint crop:
-    input:
-        record="data/raw/{clip}.json",
-    output:
-        record="data/clips/{clip}.json",
-    log:
-        "logs/crop/{clip}.log",
-    benchmark:
-        "logs/benchmarks/crop/{clip}.tsv"
+        "logs/benchmarks/clips/{shard}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=30,
+        runtime=lambda wildcards: 10 + 2 * len(SHARDS[wildcards.shard]),
     params:
+        rows=shard_rows,
+        manifest=config["manifest"],
+        shards=settings("shards"),
+        download=settings("download"),
         crop=settings("crop"),
         landmarker=settings("landmarker"),
         strict=STRICT,
     shell:
-        "mssync crop --raw-record {input.record} --out-dir data/clips"
+        "mssync clips --manifest {params.manifest} --shard {wildcards.shard} --record {output.record}"
+        " --shards-settings {params.shards:q} --download-settings {params.download:q}"
         " --crop-settings {params.crop:q} --landmarker-settings {params.landmarker:q}"
         " {params.strict} > {log} 2>&1"
 
 
-DATA_TARGETS = RAW_RECORDS + CROP_RECORDS
+DATA_TARGETS = CLIPS_RECORDS
 
 
 rule data_phase:

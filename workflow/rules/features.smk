@@ -1,33 +1,40 @@
-# Phase "features": per-frame landmarks + log-mel Parquet, consolidated splits, previews.
+# Phase "features": per shard, per-frame landmarks + log-mel Parquet and a preview of every clip
+# (rejected ones too: they show why); then the splits, consolidated by speaker.
 DATASET = [*SPLIT_FILES.values(), "data/dataset/splits.csv", "data/rejected.csv"]
-PREVIEWS = [f"data/previews/{clip}.png" for clip in CLIPS]  # rejected clips too: they show why
 
 
 rule features:
     input:
-        record="data/clips/{clip}.json",
+        clips="data/clips/shards/{shard}.json",
     output:
-        "data/features/{clip}.parquet",
+        record="data/features/shards/{shard}.json",
     log:
-        "logs/features/{clip}.log",
+        "logs/features/{shard}.log",
     benchmark:
-        "logs/benchmarks/features/{clip}.tsv"
+        "logs/benchmarks/features/{shard}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=30,
+        runtime=lambda wildcards: 10 + 2 * len(SHARDS[wildcards.shard]),
     params:
+        rows=shard_rows,
+        manifest=config["manifest"],
+        shards=settings("shards"),
         features=settings("features"),
+        preview=settings("preview"),
         landmarker=settings("landmarker"),
+        strict=STRICT,
     shell:
-        "mssync features --crop-record {input.record} --out {output}"
-        " --features-settings {params.features:q} --landmarker-settings {params.landmarker:q} > {log} 2>&1"
+        "mssync features --manifest {params.manifest} --shard {wildcards.shard} --record {output.record}"
+        " --shards-settings {params.shards:q} --features-settings {params.features:q}"
+        " --preview-settings {params.preview:q} --landmarker-settings {params.landmarker:q}"
+        " {params.strict} > {log} 2>&1"
 
 
 rule dataset:
     input:
-        CROP_RECORDS,
-        feature_files,
+        CLIPS_RECORDS,
+        FEATURES_RECORDS,
     output:
         splits=list(SPLIT_FILES.values()),
         table="data/dataset/splits.csv",
@@ -49,34 +56,9 @@ rule dataset:
         " --dataset-settings {params.settings:q} {params.strict} > {log} 2>&1"
 
 
-rule preview:
-    input:
-        raw="data/raw/{clip}.json",
-        crop="data/clips/{clip}.json",
-        features=preview_features,
-    output:
-        "data/previews/{clip}.png",
-    log:
-        "logs/preview/{clip}.log",
-    benchmark:
-        "logs/benchmarks/preview/{clip}.tsv"
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    params:
-        settings=settings("preview"),
-        landmarker=settings("landmarker"),
-    shell:
-        "mssync preview --raw-record {input.raw} --crop-record {input.crop}"
-        " --features data/features/{wildcards.clip}.parquet"
-        " --out {output} --preview-settings {params.settings:q} --landmarker-settings {params.landmarker:q}"
-        " > {log} 2>&1"
-
-
-FEATURES_TARGETS = DATASET + PREVIEWS
+FEATURES_TARGETS = FEATURES_RECORDS + DATASET
 
 
 rule features_phase:
     input:
         FEATURES_TARGETS,
-        feature_files,

@@ -6,7 +6,7 @@
 rule render:
     input:
         test=SPLIT_FILES["test"],
-        crops=CROP_RECORDS,
+        crops=CLIPS_RECORDS,
         space=MOTION_SPACE,
         model="models/generator.pt",
     output:

@@ -77,6 +77,11 @@ class DownloadSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class ShardSettings:
+    size: int  # mean clips per shard at most: sets the shard count (mssync.data.shards)
+
+
+@dataclasses.dataclass(frozen=True)
 class LandmarkerSettings:
     model: str
     min_detection_confidence: float
@@ -165,6 +170,7 @@ class RenderSettings:
 S = TypeVar("S")
 
 SECTIONS: dict[str, type] = {
+    "shards": ShardSettings,
     "download": DownloadSettings,
     "landmarker": LandmarkerSettings,
     "crop": CropSettings,

@@ -9,6 +9,11 @@ class MssyncError(Exception):
     """An expected failure with a message that says what was wrong and what to do."""
 
 
+class SetupError(MssyncError):
+    """The machine, not the clip, is at fault (a tool or model file missing): a shard job stops
+    rather than rejecting every clip for it."""
+
+
 class ConfigError(MssyncError):
     """params.yaml or a settings override is invalid."""
 

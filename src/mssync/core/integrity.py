@@ -8,8 +8,9 @@ sweep costs microseconds per file, not a decode; a damaged file is renamed to `<
 (kept for inspection, never deleted) and the job that makes it is planned again, which
 `snakemake -n` shows. A stage that still meets an unreadable file (damage in the middle of a
 file, which only a full read finds) raises `DamagedFile`, naming the file, after moving it aside.
-A per-clip stage record vouches for the media files it names: when one is missing or damaged the
-record is moved aside too, so the stage that wrote both runs again.
+A per-clip stage record vouches for the media files it names, and a shard record for every
+per-clip file its job wrote: when one is missing or damaged the record is moved aside too, so the
+job that wrote both runs again.
 """
 
 from __future__ import annotations
@@ -166,11 +167,33 @@ def _record_media(record: Path, content: dict) -> list[tuple[Path, int | None]]:
     return [(record.parent / output[key], None) for key in ("video", "audio") if output.get(key)]
 
 
+def _shard_problem(content: dict) -> str | None:
+    """A shard record vouches for every per-clip file its job wrote (paths from the working
+    directory): a missing or damaged one, or a stage record among them whose media are, reruns
+    the shard. Every damaged file is moved aside (and named), not only the first."""
+    problems = []
+    for name in content.get("files", []):
+        path = Path(name)
+        if not path.is_file():
+            problems.append(f"names {name}, which is missing")
+            continue
+        problem = _record_problem(path) if path.suffix == ".json" else damage(path)
+        if problem:
+            move_aside(path, problem)
+            problems.append(f"names {name}, which was damaged ({problem})")
+    if len(problems) > 3:
+        problems = [*problems[:3], f"and {len(problems) - 3} more"]
+    return "; ".join(problems) or None
+
+
 def _record_problem(record: Path) -> str | None:
     problem = damage(record)
     if problem:
         return problem
-    for media, expected_bytes in _record_media(record, json.loads(record.read_text(encoding="utf-8"))):
+    content = json.loads(record.read_text(encoding="utf-8"))
+    if content.get("stage") == "shard":
+        return _shard_problem(content)
+    for media, expected_bytes in _record_media(record, content):
         if not media.is_file():
             return f"names {media.name}, which is missing"
         if expected_bytes is not None:  # a download: its bytes were checked against the manifest

@@ -54,7 +54,7 @@ from typing import IO, Any, Iterator
 from mssync import __version__
 from mssync.core.atomic import atomic_path
 from mssync.core.config import DownloadSettings
-from mssync.core.errors import ClipRejected, MssyncError
+from mssync.core.errors import ClipRejected, SetupError
 from mssync.core.records import OK, REJECTED, write_record
 from mssync.data.manifest import ClipEntry
 
@@ -524,7 +524,7 @@ def fetch_youtube(entry: ClipEntry, settings: DownloadSettings, work: Path) -> F
     """Run yt-dlp into `work`; with a span, only that section is downloaded (already cut)."""
     exe = shutil.which(YTDLP)
     if exe is None:
-        raise MssyncError(YTDLP_MISSING)
+        raise SetupError(YTDLP_MISSING)
     video_id = entry.url[len(YOUTUBE_PREFIX):].strip()
     if not video_id:
         raise ClipRejected(f"youtube URL without a video id: {entry.url!r}")

@@ -62,6 +62,11 @@ def triage(entries: list[ClipEntry], raw_dir: Path, clips_dir: Path, features_di
                 break
         else:
             features = features_dir / f"{entry.id}.parquet"
+            failure = features_dir / f"{entry.id}.json"  # the features stage's rejection record
+            if failure.is_file():
+                failed = read_record(failure)
+                rejected.append(_rejection(entry, failed["stage"], failed.get("reason", "?")))
+                continue
             try:
                 meta = read_metadata(features)
             except DamagedFile as exc:  # moved aside: the next run extracts it again

@@ -4,6 +4,10 @@ log-mel audio frames the frame owns (see schema.py for the alignment rule), in o
 The landmarker runs in VIDEO mode (tracking) on the 256x256 crop; ffmpeg decodes in its own
 process, so decoding overlaps with landmarking and the stage runs close to the landmarker's
 own speed (benchmarks/extract.py measures it).
+
+The rule runs a shard of clips per process (make_features): features for every clip crop kept,
+and a preview contact sheet for every clip, rejected ones included (they show why). A clip whose
+extraction fails gets a rejection record at data/features/{clip}.json instead of a Parquet.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ import numpy as np
 from tqdm import tqdm
 
 from mssync import __version__
-from mssync.core.config import FeatureSettings, LandmarkerSettings
+from mssync.core.config import FeatureSettings, LandmarkerSettings, PreviewSettings, ShardSettings
 from mssync.core.errors import MssyncError
 from mssync.core.logs import timed
 from mssync.core.records import OK, read_record
+from mssync.data.manifest import ClipEntry, read_manifest
+from mssync.data.shards import ClipOutcome, failure_reason, run_shard, shard_entries, stage_guard, stage_timer
+from mssync.features.preview import make_error_preview, make_preview
 from mssync.features.schema import audio_frames_per_video_frame, features_table, write_table
 from mssync.media.audio import log_mel
 from mssync.media.ffmpeg import iter_frames, read_wav
@@ -133,3 +140,62 @@ def extract_features(*, crop_record: Path, out: Path, settings: FeatureSettings,
     write_table(out, table)
     log.info("%s: %d frames, face in %.1f%%, %d mel bands", clip_id, n_frames, 100 * metadata["face_fraction"], settings.n_mels)
     return metadata
+
+
+STEP = "features"
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturesJob:
+    raw_dir: Path
+    clips_dir: Path
+    features_dir: Path
+    previews_dir: Path
+    features: FeatureSettings
+    preview: PreviewSettings
+    landmarker: LandmarkerSettings
+    strict: bool
+
+    def process(self, entry: ClipEntry) -> ClipOutcome:
+        crop_record = self.clips_dir / f"{entry.id}.json"
+        out = self.features_dir / f"{entry.id}.parquet"
+        failure = self.features_dir / f"{entry.id}.json"  # written only when extraction fails
+        record = read_record(crop_record)
+        seconds: dict[str, float] = {}
+        files: list[str] = []
+        failure.unlink(missing_ok=True)
+        if record["status"] == OK:
+            with stage_guard(failure, entry, STEP, self.strict, seconds):
+                extract_features(crop_record=crop_record, out=out, settings=self.features, landmarker=self.landmarker)
+            if failure.is_file():  # a stale Parquet of earlier settings must not pass for this run's
+                out.unlink(missing_ok=True)
+                record = read_record(failure)
+            files.append(str(failure if failure.is_file() else out))
+        files.append(str(self._preview(entry, crop_record, out, failure, seconds)))
+        return ClipOutcome(entry.id, record["status"], record["stage"], record.get("reason"), files, seconds)
+
+    def _preview(self, entry: ClipEntry, crop_record: Path, features: Path, failure: Path,
+                 seconds: dict[str, float]) -> Path:
+        """The clip's contact sheet; a sheet saying why when drawing it fails (strict: the error)."""
+        preview = self.previews_dir / f"{entry.id}.png"
+        rejection = read_record(failure) if failure.is_file() else None
+        with stage_timer("preview", seconds):
+            try:
+                make_preview(raw_record=self.raw_dir / f"{entry.id}.json", crop_record=crop_record,
+                             features=None if rejection else features, out=preview, settings=self.preview,
+                             landmarker=self.landmarker, rejection=rejection)
+            except Exception as exc:
+                if self.strict:
+                    raise
+                log.exception("%s: preview failed", entry.id)
+                make_error_preview(entry.id, failure_reason(exc), preview)
+        return preview
+
+
+def make_features(*, manifest: Path, shard: str, record: Path, raw_dir: Path, clips_dir: Path, features_dir: Path,
+                  previews_dir: Path, shards: ShardSettings, features: FeatureSettings, preview: PreviewSettings,
+                  landmarker: LandmarkerSettings, strict: bool = False) -> dict:
+    """Features and previews of the clips of `shard`; returns the shard record."""
+    entries = shard_entries(read_manifest(manifest), shard, shards.size)
+    job = FeaturesJob(raw_dir, clips_dir, features_dir, previews_dir, features, preview, landmarker, strict)
+    return run_shard(shard=shard, step=STEP, entries=entries, process=job.process, record=record)

@@ -96,8 +96,10 @@ def make_preview(
     out: Path,
     settings: PreviewSettings,
     landmarker: LandmarkerSettings,
+    rejection: dict | None = None,
 ) -> None:
-    """Write the contact sheet for one clip to `out` (PNG, atomically), whatever its status."""
+    """Write the contact sheet for one clip to `out` (PNG, atomically), whatever its status.
+    `rejection`: a later stage's rejection record of a cropped clip (features), shown first."""
     download = read_record(raw_record)
     if download["status"] != OK:
         title = rejected_title(download)
@@ -106,12 +108,21 @@ def make_preview(
         record = read_record(crop_record)
         if record["status"] == OK:
             title, tiles = ok_sheet(record, crop_record.parent, features, settings.frames)
+            title = rejected_title(rejection) + title if rejection else title
         else:
             title, tiles = rejected_sheet(record, download, raw_record.parent, settings.frames, landmarker)
-    sheet = render_sheet(title, tiles)
+    _save_sheet(render_sheet(title, tiles), out)
+    log.info("%s: preview with %d frame(s) -> %s", download.get("clip_id"), len(tiles), out)
+
+
+def make_error_preview(clip_id: str, reason: str, out: Path) -> None:
+    """A text-only sheet for a clip whose preview itself failed: the reason, where a reader looks."""
+    _save_sheet(render_sheet([(f"{clip_id}  PREVIEW FAILED: {reason}", REJECTED_TEXT)], []), out)
+
+
+def _save_sheet(sheet: Image.Image, out: Path) -> None:
     with atomic_path(out) as tmp:
         sheet.save(tmp, format="PNG")
-    log.info("%s: preview with %d frame(s) -> %s", download.get("clip_id"), len(tiles), out)
 
 
 # ---------------------------------------------------------------- usable clips

@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from mssync.core.config import LandmarkerSettings
-from mssync.core.errors import MssyncError
+from mssync.core.errors import SetupError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def model_sha256(path: str) -> str:
 def _model_path(settings: LandmarkerSettings) -> str:
     path = Path(settings.model)
     if not path.is_file():
-        raise MssyncError(
+        raise SetupError(
             f"face landmarker model not found at {path} (landmarker.model in params.yaml); "
             "get face_landmarker.task from MediaPipe's model page"
         )
