@@ -377,6 +377,9 @@ def _mirror_candidates(entry: ClipEntry, mirror: Path, own_name: str) -> list[Pa
         names.append(PurePosixPath(entry.member).name)
     elif not entry.url.startswith(YOUTUBE_PREFIX):
         names.append(_url_basename(entry.url))
+    source_suffix = PurePosixPath(names[-1]).suffix
+    if entry.sha256 and source_suffix:  # the mirror names a clip by its id, in the source's format (.mpg)
+        names.append(PurePosixPath(own_name).stem + source_suffix)
     unique = [n for i, n in enumerate(names) if n and n not in names[:i] and n not in (".", "..")]
     return [mirror / name for name in unique]
 
