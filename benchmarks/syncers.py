@@ -31,7 +31,7 @@ WARMUP_STEPS = 5
 
 def windows_per_second(level: int, settings: SyncerSettings, space: MotionSpace, kernel: int, steps: int,
                        device: torch.device) -> dict:
-    clips = prepare_level(REPO / "data/dataset/train.parquet", space, level, kernel)
+    clips = prepare_level(REPO / "data/motion/train", space, level, kernel)
     model = Syncer(clips[0].motion.shape[1], clips[0].audio.shape[1], settings, level).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     rng = np.random.default_rng(0)

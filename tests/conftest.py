@@ -80,10 +80,11 @@ def _make_raw_fixture() -> Callable[..., Path]:
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory, sample_clip, crop_settings, landmarker_settings, feature_settings) -> dict:
     """Three real 5 s clips through the real crop, features and dataset stages (one clip per split),
-    and a motion space fitted on the train clip: what GAN and rendering tests build on."""
+    a motion space fitted on the train clip and each split's motion cache: what GAN and rendering tests build on."""
     from mssync.core.config import DatasetSettings, MotionSettings
     from mssync.features.dataset import build_dataset
     from mssync.features.features import extract_features
+    from mssync.motion.motion_cache import write_motion_cache
     from mssync.motion.motion_space import fit_motion_space
 
     root = tmp_path_factory.mktemp("tiny-dataset")
@@ -104,8 +105,11 @@ def tiny_dataset(tmp_path_factory, sample_clip, crop_settings, landmarker_settin
     fit_motion_space(train=split["train"], val=split["val"], test=split["test"], out=space, metrics=root / "motion_space.json",
                      settings=MotionSettings(expression_components=8, smooth_frames=3, max_gap_frames=12,
                                              fit_max_frames=20000, fit_seed=0), crop_size=256)
+    cache = {s: root / "motion" / s for s in split}  # what the trainers and evaluations read
+    for name, path in split.items():
+        write_motion_cache(split=path, space_path=space, prefix=cache[name])
     test_clip = next(c for c, s in TINY_DATASET_CLIPS.items() if s == "test")
-    return {"root": root, "split": split, "space": space, "clips_dir": root / "clips",
+    return {"root": root, "split": split, "cache": cache, "space": space, "clips_dir": root / "clips",
             "features": root / "features" / f"{test_clip}.parquet", "wav": root / "clips" / f"{test_clip}.wav"}
 
 

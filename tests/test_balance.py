@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import Counter
 
 import numpy as np
@@ -13,6 +14,7 @@ from helpers import tiny_params
 
 from mssync.gan.train import GanClip, GanSettings, sample_batch
 from mssync.motion.balance import clip_probabilities, speaker_shares
+from mssync.motion.clips import ClipArrayCache
 from mssync.syncers.train import LevelClip, sample_group
 
 SKEWED = ["s1"] * 200 + ["a", "b", "b", "c", "d", "e", "f", "g", "h", "i"]
@@ -70,8 +72,13 @@ def test_the_generator_sampler_keeps_the_cap():
     rng = np.random.default_rng(0)
     settings = dataclasses.replace(GanSettings.from_params(tiny_params()["gan"]), batch=1600)
     length = settings.observed_frames + settings.generated_frames
-    clips = [GanClip(f"c{i}", torch.full((n + length, 2), float(i)), torch.zeros(4 * (n + length), 2), torch.zeros(2),
-                     torch.ones(2), np.arange(n), s) for i, (s, n) in enumerate(zip(SKEWED, WINDOWS))]
+    arrays = ClipArrayCache(size=8)  # far fewer than the clips: arrays are remade as clips are drawn
+
+    def make(i: int, n: int) -> tuple[torch.Tensor, ...]:
+        return torch.full((n + length, 2), float(i)), torch.zeros(4 * (n + length), 2), torch.zeros(2), torch.ones(2)
+
+    clips = [GanClip(f"c{i}", np.arange(n), s, functools.partial(make, i, n), arrays)
+             for i, (s, n) in enumerate(zip(SKEWED, WINDOWS))]
     p = clip_probabilities([c.speaker for c in clips], np.array([len(c.starts) for c in clips]), CAP)
     drawn = sample_batch(clips, settings, rng, p)["motion"][:, 0, 0].long().tolist()
     assert _drawn_share([clips[i].speaker for i in drawn], "s1") == pytest.approx(CAP, abs=0.03)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from helpers import REPO, TINY_CLIPS, TINY_FRAMES, make_project, run, tiny_params
@@ -38,7 +39,7 @@ GPU_RULES = ("syncer", "gan", "gan_ablation")  # training rules: the profile ask
 TARGETS = ["features_phase", "models/syncers/loss/level0.pt"]
 # The tiny manifest's 5 clips fall in 2 shards (shards.size 2): one clips and one features job per
 # shard, not four jobs per clip as before shards.
-EXPECTED_JOBS = Counter(clips=2, features=2, dataset=1, motion_space=1, syncer=1)
+EXPECTED_JOBS = Counter(clips=2, features=2, dataset=1, motion_space=1, motion_cache=2, syncer=1)
 TEST_OVERRIDES = [  # on top of the profile, for a short test only
     "--jobs", "6",  # the node is declared with 16 CPUs
     "--seconds-between-status-checks", "1",
@@ -169,7 +170,7 @@ def test_every_job_went_through_sbatch(slurm_run, cluster, record_property):
 
 def test_outputs_are_complete(slurm_run):
     root = slurm_run.root
-    rows = sum(read_table(root / f"data/dataset/{s}.parquet")[0].num_rows for s in ("train", "val", "test"))
+    rows = sum(pq.ParquetFile(root / f"data/dataset/{s}.parquet").metadata.num_rows for s in ("train", "val", "test"))
     assert rows == len(TINY_CLIPS) * TINY_FRAMES
     for clip in TINY_CLIPS:
         assert read_table(root / f"data/features/{clip}.parquet")[0].num_rows == TINY_FRAMES

@@ -62,7 +62,7 @@ def gan_section(iterations: int, eval_every: int, sync_levels: list[int], weight
 @pytest.fixture(scope="module")
 def data(tiny_dataset) -> dict:
     """The shared tiny dataset (conftest) plus two tiny loss syncers trained on it."""
-    split, space = tiny_dataset["split"], tiny_dataset["space"]
+    split, space = tiny_dataset["cache"], tiny_dataset["space"]
     syncers = {}
     for level in (0, 1):
         syncers[level] = tiny_dataset["root"] / "syncers" / f"level{level}.pt"
@@ -76,7 +76,7 @@ def train(data: dict, out_dir: Path, gan: dict, syncers: dict | None = None) -> 
     """train_gan exactly as `mssync train-gan` calls it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     syncers = data["syncers"] if syncers is None else syncers
-    result = train_gan(train=data["split"]["train"], val=data["split"]["val"], space_path=data["space"],
+    result = train_gan(train=data["cache"]["train"], val=data["cache"]["val"], space_path=data["space"],
                        syncer_paths=[syncers[level] for level in gan["sync_levels"]], out=out_dir / "generator.pt",
                        train_tsv=out_dir / "train.tsv", val_tsv=out_dir / "val.tsv",
                        settings=load_section(GanSettings, json.dumps(gan), None))
@@ -272,7 +272,7 @@ def test_generate_cli_rejects_landmarks_of_the_wrong_shape(data, overfit, tmp_pa
 
 def test_evaluate_generator_reports_every_variant_per_level(data, overfit, tmp_path):
     out = tmp_path / "metrics.json"
-    report = evaluate_generator(test=data["split"]["test"], space_path=data["space"], generator_path=overfit / "generator.pt",
+    report = evaluate_generator(test=data["cache"]["test"], space_path=data["space"], generator_path=overfit / "generator.pt",
                                 syncer_paths=[data["syncers"][0], data["syncers"][1]], out=out)
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     assert report["clips"] == 1 and sorted(report["levels"]) == ["level0", "level1"]

@@ -16,10 +16,12 @@ from helpers import crop_sample, requires_clips
 
 from mssync.core.config import MotionSettings
 from mssync.core.errors import MssyncError
+from mssync.core.integrity import DamagedFile
 from mssync.features.features import extract_features
 from mssync.features.schema import features_table, list_column_to_numpy, read_table, write_table
 from mssync.media.mesh import JAW_LANDMARKS, LIP_LANDMARKS, RIGID_LANDMARKS
-from mssync.motion.clips import load_split
+from mssync.motion.clips import iter_clips
+from mssync.motion.motion_cache import MotionCache, cache_files, load_cache, write_motion_cache
 from mssync.motion.motion_space import fit_motion_space
 from mssync.motion.space import FORMAT_VERSION, MotionSpace, axis_angle_to_matrix, matrix_to_axis_angle, moving_average
 
@@ -317,9 +319,24 @@ def test_fit_motion_space_end_to_end_on_three_small_splits(real_features, tmp_pa
 
     space = MotionSpace.load(out)
     assert space.dim == 15 and space.smooth_frames == 3
-    clips = load_split(paths["val"], space)
+    index = write_motion_cache(split=paths["val"], space_path=out, prefix=tmp_path / "motion" / "val")
+    assert (index["frames"], index["dim"], index["mel_per_frame"]) == (25, 15, 4)
+    cache = MotionCache.open(tmp_path / "motion" / "val")
+    assert isinstance(cache.motion, np.memmap) and isinstance(cache.mel, np.memmap)  # mapped, not read
+    clips = load_cache(tmp_path / "motion" / "val")
     assert list(clips) == ["fake-val"]
+    ((_, cols),) = iter_clips(paths["val"], ["face_found", "landmarks"])  # the split's one clip
+    direct, valid = space.encode(cols["landmarks"], cols["face_found"])
+    np.testing.assert_array_equal(clips["fake-val"].motion, direct)  # the cache is the encoding, bit for bit
+    np.testing.assert_array_equal(clips["fake-val"].valid, valid)
     clip = clips["fake-val"]
     assert clip.motion.shape == (25, 15) and np.isfinite(clip.motion).all() and clip.valid.all()
     np.testing.assert_array_equal(clip.mel, columns["mel"][25:50].reshape(100, -1))
     assert clip.fps == 25 and clip.speaker is None
+    del clips, clip, cache
+    mel = cache_files(tmp_path / "motion" / "val")["mel"]  # cut short (a killed copy): named, moved aside
+    mel.write_bytes(mel.read_bytes()[:-400])
+    with pytest.raises(DamagedFile, match="val.mel.npy"):
+        MotionCache.open(tmp_path / "motion" / "val")
+    assert mel.with_name(mel.name + ".damaged").is_file()
+

@@ -61,7 +61,7 @@ def generator(tiny_dataset, tmp_path_factory) -> Path:
            "generated_frames": 40, "rollout_pull": 0.02,
            "presets": {"tiny": {"model": TINY_MODEL, "batch": 2, "iterations": 6, "lr_g": 1e-3, "lr_d": 1e-4,
                                 "eval_every": 3, "val_frames": 40}}}
-    split = tiny_dataset["split"]
+    split = tiny_dataset["cache"]
     train_gan(train=split["train"], val=split["val"], space_path=tiny_dataset["space"], syncer_paths=[],
               out=out / "generator.pt", train_tsv=out / "train.tsv", val_tsv=out / "val.tsv",
               settings=GanSettings.from_params(gan))

@@ -22,6 +22,7 @@ log = logging.getLogger("mssync")
 # schema_bound). Checked when the command line is parsed, before any work starts.
 THREADS = Bounded(int, 1, 256)  # torch threads: a few per core at most help
 FRAME_INDEX = Bounded(int, 0, 10_000_000)  # a frame of a features Parquet (over 100 h at 25 fps)
+CACHE_HELP = "a split's motion cache prefix (data/motion/{split}, made by `mssync motion-cache`)"
 
 
 def _add_settings(parser: argparse.ArgumentParser, *sections: str) -> None:
@@ -81,6 +82,12 @@ def cmd_motion_space(args: argparse.Namespace) -> None:
     fit_motion_space(train=Path(args.train), val=Path(args.val), test=Path(args.test), out=Path(args.out),
                      metrics=Path(args.metrics), settings=_settings(args, "motion"),
                      crop_size=_settings(args, "crop").size)
+
+
+def cmd_motion_cache(args: argparse.Namespace) -> None:
+    from mssync.motion.motion_cache import write_motion_cache
+
+    write_motion_cache(split=Path(args.split), space_path=Path(args.space), prefix=Path(args.out))
 
 
 def cmd_train_syncer(args: argparse.Namespace) -> None:
@@ -266,9 +273,15 @@ def _add_syncer_commands(sub: argparse._SubParsersAction) -> None:
     _add_settings(p, "motion", "crop")
     p.set_defaults(func=cmd_motion_space)
 
+    p = sub.add_parser("motion-cache", help="encode a split into the motion space once: memory-mapped arrays")
+    p.add_argument("--split", required=True, help="data/dataset/{split}.parquet")
+    p.add_argument("--space", required=True, help="models/motion_space.npz")
+    p.add_argument("--out", required=True, help="prefix data/motion/{split}: .motion.npy .valid.npy .mel.npy .clips.json")
+    p.set_defaults(func=cmd_motion_cache)
+
     p = sub.add_parser("train-syncer", help="train one syncer level (resumes from its checkpoint)")
-    p.add_argument("--train", required=True)
-    p.add_argument("--val", required=True)
+    p.add_argument("--train", required=True, help=CACHE_HELP)
+    p.add_argument("--val", required=True, help=CACHE_HELP)
     p.add_argument("--space", required=True, help="models/motion_space.npz")
     p.add_argument("--level", type=schema_bound("pyramid.levels[]"), required=True, help="the syncer level")
     p.add_argument("--set", required=True, help="the syncer set (a syncers.sets name: its seed)")
@@ -279,7 +292,7 @@ def _add_syncer_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train_syncer)
 
     p = sub.add_parser("eval-syncers", help="held-out retrieval, LSE-C/D and offsets per level")
-    p.add_argument("--test", required=True)
+    p.add_argument("--test", required=True, help=CACHE_HELP)
     p.add_argument("--space", required=True)
     p.add_argument("--models", nargs="+", required=True, help="one set's syncers; each is scored with its own recipe")
     p.add_argument("--out", required=True)
@@ -289,8 +302,8 @@ def _add_syncer_commands(sub: argparse._SubParsersAction) -> None:
 def _add_gan_commands(sub: argparse._SubParsersAction) -> None:
     """Subcommands of the gan phase (gan.smk) and motion-only generation."""
     p = sub.add_parser("train-gan", help="train the MS-Sync generator against the frozen loss syncers (resumes)")
-    p.add_argument("--train", required=True)
-    p.add_argument("--val", required=True)
+    p.add_argument("--train", required=True, help=CACHE_HELP)
+    p.add_argument("--val", required=True, help=CACHE_HELP)
     p.add_argument("--space", required=True)
     p.add_argument("--syncers", nargs="*", default=[], help="the loss syncers, one per level of gan.sync_levels")
     p.add_argument("--threads", type=THREADS, default=1, help="torch threads")
@@ -301,7 +314,7 @@ def _add_gan_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train_gan)
 
     p = sub.add_parser("eval-gan", help="generated vs static vs real vs mismatched audio, per syncer level")
-    p.add_argument("--test", required=True)
+    p.add_argument("--test", required=True, help=CACHE_HELP)
     p.add_argument("--space", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--syncers", nargs="+", required=True, help="the *evaluation* syncers, one per level")
@@ -328,7 +341,7 @@ def _add_gan_commands(sub: argparse._SubParsersAction) -> None:
 def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     """Subcommands of the evaluate phase (evaluate.smk)."""
     p = sub.add_parser("evaluate", help="test-split sync, head dynamics and lips for MS-Sync, ablations, baselines")
-    p.add_argument("--test", required=True)
+    p.add_argument("--test", required=True, help=CACHE_HELP)
     p.add_argument("--space", required=True)
     p.add_argument("--model", required=True, help="models/generator.pt")
     p.add_argument("--ablations", nargs="*", default=[], help="models/ablations/{name}/generator.pt")

@@ -17,6 +17,8 @@ LEVELS = config["pyramid"]["levels"]
 SYNCER_SETS = list(config["syncers"]["sets"])  # the schema requires 'loss' and 'eval'
 SPLIT_FILES = {split: f"data/dataset/{split}.parquet" for split in SPLITS}
 MOTION_SPACE = "models/motion_space.npz"
+MOTION_CACHE = {split: f"data/motion/{split}" for split in SPLITS}  # mssync.motion.motion_cache
+CACHE_EXTS = (".motion.npy", ".valid.npy", ".mel.npy", ".clips.json")
 SHARDS = group_shards(CLIPS, config["shards"]["size"])  # shard -> its clips (a hash of each id)
 CLIPS_RECORDS = [f"data/clips/shards/{shard}.json" for shard in SHARDS]
 FEATURES_RECORDS = [f"data/features/shards/{shard}.json" for shard in SHARDS]
@@ -56,6 +58,11 @@ def all_targets():
         + RENDER_TARGETS
         + EVALUATE_TARGETS
     )
+
+
+def cache_of(split):
+    """The files of a split's motion cache (what training and evaluation read)."""
+    return [MOTION_CACHE[split] + ext for ext in CACHE_EXTS]
 
 
 def loss_syncers(levels):

@@ -10,7 +10,7 @@ EVALUATION_TABLES = [f"results/evaluation/{name}.tsv" for name in ("sync", "dyna
 
 rule evaluate:
     input:
-        test=SPLIT_FILES["test"],
+        test=cache_of("test"),
         space=MOTION_SPACE,
         model="models/generator.pt",
         ablations=ABLATION_MODELS,
@@ -29,10 +29,11 @@ rule evaluate:
         mem_mb=4000,
         runtime=30,
     params:
+        test=MOTION_CACHE["test"],
         evaluation=settings("evaluation"),
         crop=settings("crop"),
     shell:
-        "mssync evaluate --test {input.test} --space {input.space} --model {input.model}"
+        "mssync evaluate --test {params.test} --space {input.space} --model {input.model}"
         " --ablations {input.ablations} --syncers {input.syncers} --evaluation-settings {params.evaluation:q}"
         " --crop-settings {params.crop:q} --threads {threads} --out {output.metrics}"
         " --details {output.details} --tables-dir results/evaluation --plots-dir results/plots > {log} 2>&1"

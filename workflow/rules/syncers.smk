@@ -1,4 +1,5 @@
-# Phase "syncers": motion space (fitted on train), then one syncer per (set, level) as its own job.
+# Phase "syncers": motion space (fitted on train), each split encoded once into its motion cache,
+# then one syncer per (set, level) as its own job.
 # A syncer's checkpoint keeps its recipe (preset, seed, pyramid kernel): scoring reads it there.
 
 
@@ -24,10 +25,28 @@ rule motion_space:
         " --motion-settings {params.motion:q} --crop-settings {params.crop:q} > {log} 2>&1"
 
 
+rule motion_cache:
+    input:
+        split="data/dataset/{split}.parquet",
+        space=MOTION_SPACE,
+    output:
+        [f"data/motion/{{split}}{ext}" for ext in CACHE_EXTS],
+    log:
+        "logs/motion_cache/{split}.log",
+    benchmark:
+        "logs/benchmarks/motion_cache/{split}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    shell:
+        "mssync motion-cache --split {input.split} --space {input.space}"
+        " --out data/motion/{wildcards.split} > {log} 2>&1"
+
+
 rule syncer:
     input:
-        train=SPLIT_FILES["train"],
-        val=SPLIT_FILES["val"],
+        train=cache_of("train"),
+        val=cache_of("val"),
         space=MOTION_SPACE,
     output:
         model="models/syncers/{set}/level{level}.pt",
@@ -41,10 +60,12 @@ rule syncer:
         mem_mb=3000,
         runtime=120,
     params:
+        train=MOTION_CACHE["train"],
+        val=MOTION_CACHE["val"],
         syncers=settings("syncers"),
         pyramid=settings("pyramid"),
     shell:
-        "mssync train-syncer --train {input.train} --val {input.val} --space {input.space}"
+        "mssync train-syncer --train {params.train} --val {params.val} --space {input.space}"
         " --set {wildcards.set} --level {wildcards.level} --syncers-settings {params.syncers:q}"
         " --pyramid-settings {params.pyramid:q} --threads {threads} --out {output.model}"
         " --metrics {output.curve} > {log} 2>&1"
@@ -52,7 +73,7 @@ rule syncer:
 
 rule syncer_metrics:
     input:
-        test=SPLIT_FILES["test"],
+        test=cache_of("test"),
         space=MOTION_SPACE,
         models=expand("models/syncers/{{set}}/level{level}.pt", level=LEVELS),
     output:
@@ -64,13 +85,16 @@ rule syncer_metrics:
     resources:
         mem_mb=3000,
         runtime=20,
+    params:
+        test=MOTION_CACHE["test"],
     shell:
-        "mssync eval-syncers --test {input.test} --space {input.space} --models {input.models}"
+        "mssync eval-syncers --test {params.test} --space {input.space} --models {input.models}"
         " --out {output} > {log} 2>&1"
 
 
 SYNCER_TARGETS = (
     [MOTION_SPACE, "results/motion_space.json"]
+    + [path for split in SPLITS for path in cache_of(split)]
     + expand("models/syncers/{set}/level{level}.pt", set=SYNCER_SETS, level=LEVELS)
     + expand("results/syncers/curves/{set}_level{level}.tsv", set=SYNCER_SETS, level=LEVELS)
     + expand("results/syncers/{set}_metrics.json", set=SYNCER_SETS)

@@ -23,8 +23,9 @@ from tqdm import tqdm
 from mssync.core.atomic import write_json_atomic
 from mssync.gan.generate import MotionGenerator
 from mssync.gan.model import AUDIO_PER_FRAME
-from mssync.motion.clips import ClipMotion, load_split
+from mssync.motion.clips import ClipMotion
 from mssync.motion.dynamics import pose_velocity_std
+from mssync.motion.motion_cache import load_cache
 from mssync.motion.space import MotionSpace
 from mssync.syncers.metrics import MAX_OFFSET_FRAMES, OFFSET_TOLERANCE_FRAMES, distance_curve, lse
 from mssync.syncers.model import Syncer
@@ -141,7 +142,7 @@ def level_report(by_variant: dict[str, dict]) -> dict:
 def evaluate_generator(*, test: Path, space_path: Path, generator_path: Path, syncer_paths: list[Path], out: Path,
                        max_offset_frames: int = MAX_OFFSET_FRAMES) -> dict:
     generator = MotionGenerator.load(generator_path, space_path, device="cpu")
-    clips = load_split(test, generator.space)
+    clips = load_cache(test)
     variants = build_variants({MAIN: generator}, clips)
     summary, _ = sync_metrics([Syncer.load(p) for p in syncer_paths], variants, generator.space, max_offset_frames)
     report: dict = {"split": str(test), "clips": len(clips), "levels": {}}

@@ -10,19 +10,19 @@ Every iteration's loss terms go to a TSV; validation roll-outs every eval_every 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
 
 from mssync.core.checkpoints import Curve, fingerprint, load_resume, save
 from mssync.core.constants import STD_FLOOR
-from mssync.core.device import pick_device
+from mssync.core.device import pick_device, to_device
 from mssync.core.errors import MssyncError
-from mssync.features.schema import read_metadata
 from mssync.gan.model import (
     AUDIO_PER_FRAME,
     FrameDiscriminator,
@@ -34,8 +34,9 @@ from mssync.gan.model import (
 )
 from mssync.media.audio import standardise_audio
 from mssync.motion.balance import clip_probabilities, log_shares
-from mssync.motion.clips import load_split
+from mssync.motion.clips import ClipArrayCache, ClipMotion
 from mssync.motion.dynamics import pose_velocity_std
+from mssync.motion.motion_cache import MotionCache, cache_index, load_cache
 from mssync.motion.space import EXPRESSION, LOG_SCALE, ROTATION, TRANSLATION, MotionSpace
 from mssync.syncers.model import Syncer
 from mssync.syncers.pyramid import AUDIO_WINDOW, MOTION_WINDOW, temporal_pyramid
@@ -85,29 +86,49 @@ def motion_groups(space: MotionSpace) -> list[int]:
     return groups.tolist()
 
 
-@dataclasses.dataclass
 class GanClip:
-    clip_id: str
-    motion: torch.Tensor  # (T, D) motion standardised with the train statistics
-    mel: torch.Tensor  # (4T, n_mels) standardised per clip
-    feature_mean: torch.Tensor  # (F,) per-clip statistics of the syncer features (as the syncers saw them)
-    feature_std: torch.Tensor
-    starts: np.ndarray  # starts of fully valid training windows
-    speaker: str  # who speaks (the clip id when unknown): sampling caps a speaker's share
+    """A training or validation clip: its window starts in memory, its arrays made when first read
+    (from the memory-mapped motion cache) and kept in a bounded LRU, so memory does not grow with
+    the corpus: motion (T, D) standardised with the train statistics; mel (4T, n_mels) standardised
+    per clip; feature_mean / feature_std (F,), per-clip statistics of the syncer features (as the
+    syncers saw them)."""
+
+    def __init__(self, clip_id: str, starts: np.ndarray, speaker: str,
+                 make: Callable[[], tuple[torch.Tensor, ...]], arrays: ClipArrayCache) -> None:
+        self.clip_id, self.starts, self.speaker = clip_id, starts, speaker
+        self._make, self._arrays = make, arrays
+
+    def _tensors(self) -> tuple[torch.Tensor, ...]:
+        return self._arrays.get(self.clip_id, self._make)
+
+    motion = property(lambda self: self._tensors()[0])
+    mel = property(lambda self: self._tensors()[1])
+    feature_mean = property(lambda self: self._tensors()[2])
+    feature_std = property(lambda self: self._tensors()[3])
 
 
-def load_clips(split: Path, space: MotionSpace, mean: np.ndarray, std: np.ndarray, window: int) -> list[GanClip]:
-    clips = []
-    for clip_id, clip in sorted(load_split(split, space).items()):
-        features = space.syncer_features(clip.motion)[clip.valid]
-        starts = np.array([s for s in range(len(clip.motion) - window + 1) if clip.valid[s:s + window].all()], int)
-        clips.append(GanClip(
-            clip_id, torch.from_numpy(((clip.motion - mean) / std).astype(np.float32)),
-            torch.from_numpy(standardise_audio(clip.mel).astype(np.float32)),
+def window_starts(valid: np.ndarray, window: int) -> np.ndarray:
+    """Starts of the windows of `window` frames that are valid throughout."""
+    if len(valid) < window:
+        return np.zeros(0, int)
+    return np.flatnonzero(np.lib.stride_tricks.sliding_window_view(np.asarray(valid), window).all(axis=1))
+
+
+def load_clips(cache: Path, space: MotionSpace, mean: np.ndarray, std: np.ndarray, window: int,
+               arrays: ClipArrayCache | None = None) -> list[GanClip]:
+    arrays = arrays or ClipArrayCache()
+    return [GanClip(clip_id, window_starts(clip.valid, window), clip.speaker or clip_id,
+                    functools.partial(_clip_tensors, space, clip, mean, std), arrays)
+            for clip_id, clip in sorted(load_cache(cache).items())]
+
+
+def _clip_tensors(space: MotionSpace, clip: ClipMotion, mean: np.ndarray, std: np.ndarray) -> tuple[torch.Tensor, ...]:
+    motion, valid = np.asarray(clip.motion), np.asarray(clip.valid)
+    features = space.syncer_features(motion)[valid]
+    return (torch.from_numpy(((motion - mean) / std).astype(np.float32)),
+            torch.from_numpy(standardise_audio(np.asarray(clip.mel)).astype(np.float32)),
             torch.from_numpy(features.mean(0).astype(np.float32)),
-            torch.from_numpy(np.maximum(features.std(0), STD_FLOOR).astype(np.float32)), starts,
-            clip.speaker or clip_id))
-    return clips
+            torch.from_numpy(np.maximum(features.std(0), STD_FLOOR).astype(np.float32)))
 
 
 def audio_rows(mel: torch.Tensor, start: int, n_frames: int) -> torch.Tensor:
@@ -175,9 +196,9 @@ class SyncLoss(torch.nn.Module):
         return -torch.stack([s.mean() for s in scores.values()]).mean()
 
 
-def feature_settings(split: Path) -> dict:
+def feature_settings(cache: Path) -> dict:
     """How the training audio was featurised, so generate() can treat new audio the same way."""
-    meta = read_metadata(split)
+    meta = MotionCache.open(cache).index["features"]
     return {"n_mels": meta["n_mels"], "hop_ms": meta["hop_ms"], "win_ms": meta["win_ms"], "n_fft": meta["n_fft"],
             "fmin": meta["mel_fmin"], "fmax": meta["mel_fmax"], "preemphasis": meta["preemphasis"]}
 
@@ -231,9 +252,8 @@ def train_gan(*, train: Path, val: Path, space_path: Path, syncer_paths: list[Pa
     syncers, kernel = load_loss_syncers(syncer_paths, settings.sync_levels, device)
     space = MotionSpace.load(space_path)
     window = settings.observed_frames + settings.generated_frames
-    raw = [c.motion[c.valid] for c in load_split(train, space).values()]
-    mean = np.concatenate(raw).mean(0)
-    std = np.maximum(np.concatenate(raw).std(0), STD_FLOOR)
+    mean, std = MotionCache.open(train).valid_motion_stats()
+    std = np.maximum(std, STD_FLOOR)
     train_clips = load_clips(train, space, mean, std, window)
     val_clips = load_clips(val, space, mean, std, 1)
     if not any(len(c.starts) for c in train_clips):
@@ -254,7 +274,7 @@ def train_gan(*, train: Path, val: Path, space_path: Path, syncer_paths: list[Pa
 
     resume_path = out.with_suffix(".resume.pt")
     resumable = dataclasses.asdict(dataclasses.replace(settings, iterations=0, device=""))  # more iterations = same run
-    key = fingerprint([train, val, space_path, *sorted(syncer_paths)], settings=resumable, seed=seed, kernel=kernel)
+    key = fingerprint([cache_index(train), cache_index(val), space_path, *sorted(syncer_paths)], settings=resumable, seed=seed, kernel=kernel)
     iteration, train_rows = 0, []  # train rows not yet appended to the curve
     curves = {name: Curve(path, resume_path, name, columns)
               for name, path, columns in (("train", train_tsv, TRAIN_COLUMNS), ("val", val_tsv, VAL_COLUMNS))}
@@ -285,7 +305,7 @@ def train_gan(*, train: Path, val: Path, space_path: Path, syncer_paths: list[Pa
 
     started = time.perf_counter()
     while iteration < settings.iterations:
-        batch = {k: v.to(device) for k, v in sample_batch(train_clips, settings, rng, draw).items()}  # data
+        batch = {k: to_device(v, device) for k, v in sample_batch(train_clips, settings, rng, draw).items()}  # data
         motion = batch["motion"]
         observed, future = motion[:, 1:obs], motion[:, obs:]
 

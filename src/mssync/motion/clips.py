@@ -1,19 +1,18 @@
 """Reading a split file clip by clip: each clip's landmarks and log-mel, encoded into the motion
-space (gap fill and smoothing included). Every phase after the motion space reads splits here."""
+space by the motion cache (motion_cache.py), which every phase after it reads."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
-from mssync.core.constants import FPS
-from mssync.features.schema import iter_clip_tables, list_column_to_numpy, read_metadata
-from mssync.motion.space import MotionSpace
+from mssync.features.schema import iter_clip_tables, list_column_to_numpy
 
 
 @dataclasses.dataclass
@@ -43,13 +42,7 @@ def iter_clips(path: Path, columns: list[str]) -> Iterator[tuple[str, dict[str, 
         yield clip_id, clip_arrays(table, columns)
 
 
-def read_clips(path: Path, columns: list[str]) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
-    """clip_id -> {column: array in frame order}, in file order; and the file metadata. Holds the
-    whole split: for the test split's landmarks (render); the trainers read through load_split."""
-    return dict(iter_clips(Path(path), columns)), read_metadata(path)
-
-
-def _speakers(path: Path, meta: dict[str, Any]) -> dict[str, str]:
+def split_speakers(path: Path, meta: dict[str, Any]) -> dict[str, str]:
     """clip_id -> speaker, from the metadata or the dataset stage's splits.csv beside the file."""
     if isinstance(meta.get("speakers"), dict):
         return dict(meta["speakers"])
@@ -60,17 +53,28 @@ def _speakers(path: Path, meta: dict[str, Any]) -> dict[str, str]:
         return {row["clip_id"]: row["speaker"] for row in csv.DictReader(fh) if row.get("speaker")}
 
 
-def load_split(path: Path, space: MotionSpace) -> dict[str, ClipMotion]:
-    """Encode every clip of a split file (gap fill and smoothing included)."""
-    meta = read_metadata(path)
-    speakers = _speakers(Path(path), meta)
-    out = {}
-    for clip_id, cols in iter_clips(Path(path), ["face_found", "landmarks", "mel"]):  # landmarks: one clip at a time
-        motion, valid = space.encode(cols["landmarks"], cols["face_found"])
-        mel = cols["mel"]
-        out[clip_id] = ClipMotion(clip_id=clip_id, motion=motion, valid=valid,
-                                  mel=mel.reshape(-1, mel.shape[-1]).astype(np.float32),
-                                  fps=int(meta.get("fps", FPS)), speaker=speakers.get(clip_id))
-    return out
+T = TypeVar("T")
+ARRAY_CACHE_CLIPS = 256  # clips whose derived training arrays are kept at once
 
 
+class ClipArrayCache:
+    """The derived arrays (standardised, pyramids) of the most recently read clips, at most `size`.
+
+    Trainers keep a split's clips as window starts plus a recipe for their arrays; the arrays are
+    made when a window of the clip is drawn and kept here while the clip is recent, so memory is
+    bounded by `size` clips whatever the corpus, and a clip drawn again soon costs nothing."""
+
+    def __init__(self, size: int = ARRAY_CACHE_CLIPS) -> None:
+        self.size = size
+        self.items: OrderedDict[str, Any] = OrderedDict()
+        self.made = 0
+
+    def get(self, key: str, make: Callable[[], T]) -> T:
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key]
+        value = self.items[key] = make()
+        self.made += 1
+        if len(self.items) > self.size:
+            self.items.popitem(last=False)
+        return value

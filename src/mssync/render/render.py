@@ -33,7 +33,7 @@ from mssync.gan.generate import MotionGenerator
 from mssync.media.ffmpeg import iter_frames, open_video_writer, probe, read_wav
 from mssync.media.mesh import mediapipe_mesh
 from mssync.media.sheets import get_font, pick_frames, spread_indices
-from mssync.motion.clips import read_clips
+from mssync.motion.clips import iter_clips
 from mssync.motion.space import POSE_DIM, MotionSpace
 from mssync.render.warp import SUBPIXEL_BITS, PortraitWarper, face_region_mask, to_pixels
 
@@ -231,12 +231,11 @@ def render_clip(clip_id: str, cols: dict[str, np.ndarray], clips_dir: Path, out_
 def render_test_clips(*, test: Path, clips_dir: Path, model: Path, space: Path, out_dir: Path, metrics: Path,
                       settings: RenderSettings, device: str = "auto") -> dict:
     generator = MotionGenerator.load(model, space, device=device)
-    clips, _ = read_clips(test, ["face_found", "landmarks"])
-    if not clips:
-        raise MssyncError(f"{test}: no clips to render")
     out_dir.mkdir(parents=True, exist_ok=True)
-    per_clip = {clip_id: render_clip(clip_id, cols, clips_dir, out_dir, generator, settings)
-                for clip_id, cols in clips.items()}
+    per_clip = {clip_id: render_clip(clip_id, cols, clips_dir, out_dir, generator, settings)  # a clip at a time
+                for clip_id, cols in iter_clips(test, ["face_found", "landmarks"])}
+    if not per_clip:
+        raise MssyncError(f"{test}: no clips to render")
     keys = ("psnr_fill", "ssim_fill", "psnr_no_fill", "ssim_no_fill")
     summary = {key: float(np.mean([c[key] for c in per_clip.values() if c[key] is not None])) for key in keys}
     summary["identity_psnr_db_min"] = min(c["identity_psnr_db"] for c in per_clip.values())

@@ -20,9 +20,10 @@ import torch
 from tqdm import tqdm
 
 from mssync.core.checkpoints import Curve, fingerprint, load_resume, save
-from mssync.core.device import pick_device
+from mssync.core.device import pick_device, to_device
 from mssync.core.errors import ConfigError, MssyncError
 from mssync.motion.balance import clip_probabilities, log_shares
+from mssync.motion.motion_cache import cache_index
 from mssync.motion.space import MotionSpace
 from mssync.syncers.model import Syncer, SyncerSettings, info_nce
 from mssync.syncers.pyramid import MOTION_WINDOW
@@ -147,7 +148,7 @@ def train_syncer(
     n_features, n_mels = train_clips[0].motion.shape[1], train_clips[0].audio.shape[1]
     resume_path = out.with_suffix(".resume.pt")
     resumable = {k: v for k, v in settings_dict.items() if k != "steps"}  # more steps = the same run, longer
-    key = fingerprint([train, val, space_path], settings=resumable, level=level, seed=seed, kernel=kernel,
+    key = fingerprint([cache_index(train), cache_index(val), space_path], settings=resumable, level=level, seed=seed, kernel=kernel,
                       max_speaker_share=syncers.max_speaker_share)
     speakers, windows = [c.speaker for c in train_clips], np.array([len(c.starts) for c in train_clips])
     log_shares(f"level {level}", speakers, windows, syncers.max_speaker_share)
@@ -185,7 +186,7 @@ def train_syncer(
         motion, audio = sample_batch(train_clips, settings, rng, draw)  # data
         motion = motion + settings.noise * torch.randn_like(motion)
         audio = audio + settings.noise * torch.randn_like(audio)
-        m, a = model(motion.to(device), audio.to(device))  # forward
+        m, a = model(to_device(motion, device), to_device(audio, device))  # forward
         groups = (settings.groups_per_batch, settings.group_size, -1)
         m, a = m.view(groups), a.view(groups)
         margin = settings.margin.at(step)

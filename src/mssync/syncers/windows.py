@@ -8,35 +8,52 @@ taken down the temporal pyramid to the level.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from mssync.core.constants import STD_FLOOR
-from mssync.motion.clips import load_split
+from mssync.motion.clips import ClipArrayCache, ClipMotion
+from mssync.motion.motion_cache import load_cache
 from mssync.motion.space import MotionSpace
 from mssync.syncers.pyramid import AUDIO_PER_MOTION, AUDIO_WINDOW, MOTION_WINDOW, temporal_pyramid
 
 VALID_AT_LEVEL = 0.999  # a coarse sample is usable when (almost) all frames under it are
 
 
-@dataclasses.dataclass
 class LevelClip:
-    """One clip at one pyramid level, ready for windowing."""
+    """One clip at one pyramid level, ready for windowing.
 
-    clip_id: str
-    motion: torch.Tensor  # (T_l, F) standardised syncer features
-    audio: torch.Tensor  # (T_la, n_mels) standardised log-mel
-    starts: np.ndarray  # usable window starts, in level-l motion samples
-    source: str = ""  # the clip it comes from (phase-shifted copies share it)
-    phase: int = 0  # first video frame of the pyramid (see prepare_level)
-    scale: int = 1  # video frames per level-l sample (2**level)
-    speaker: str = ""  # who speaks (the clip id when unknown): sampling caps a speaker's share
+    `motion` (T_l, F) standardised syncer features and `audio` (T_la, n_mels) standardised log-mel
+    are either given, or made on first use by `make` and kept in a bounded LRU (`arrays`): a
+    split's clips then cost their window starts in memory, not their arrays (prepare_level)."""
 
-    def __post_init__(self) -> None:
-        self.source = self.source or self.clip_id
+    def __init__(self, clip_id: str, motion: torch.Tensor | None, audio: torch.Tensor | None, starts: np.ndarray,
+                 source: str = "", phase: int = 0, scale: int = 1, speaker: str = "",
+                 make: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
+                 arrays: ClipArrayCache | None = None) -> None:
+        self.clip_id, self.starts = clip_id, starts  # usable window starts, in level-l motion samples
+        self.source = source or clip_id  # the clip it comes from (phase-shifted copies share it)
+        self.phase, self.scale = phase, scale  # first video frame of the pyramid; video frames per sample
+        self.speaker = speaker  # who speaks (the clip id when unknown): sampling caps a speaker's share
+        self._given = (motion, audio) if motion is not None else None
+        self._make, self._arrays = make, arrays
+
+    def _tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._given is not None:
+            return self._given
+        return self._arrays.get(self.clip_id, self._make)
+
+    @property
+    def motion(self) -> torch.Tensor:
+        return self._tensors()[0]
+
+    @property
+    def audio(self) -> torch.Tensor:
+        return self._tensors()[1]
 
     def frame_of(self, start: int) -> int:
         """Video frame where a level-l window starts, to compare windows across phases."""
@@ -47,9 +64,10 @@ class LevelClip:
         return self.starts[(self.starts - offset) % MOTION_WINDOW == 0]
 
     def windows(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        motion = torch.stack([self.motion[s:s + MOTION_WINDOW] for s in starts])  # (N, 5, F)
-        audio = torch.stack([self.audio[AUDIO_PER_MOTION * s:AUDIO_PER_MOTION * s + AUDIO_WINDOW] for s in starts])
-        return motion, audio  # (N, 5, F), (N, 20, n_mels)
+        motion, audio = self._tensors()
+        m = torch.stack([motion[s:s + MOTION_WINDOW] for s in starts])  # (N, 5, F)
+        a = torch.stack([audio[AUDIO_PER_MOTION * s:AUDIO_PER_MOTION * s + AUDIO_WINDOW] for s in starts])
+        return m, a  # (N, 5, F), (N, 20, n_mels)
 
 
 def standardise(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -61,36 +79,69 @@ def standardise(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     return scaled.astype(np.float32)
 
 
-def level_clip(clip_id: str, features: np.ndarray, mel: np.ndarray, valid: np.ndarray, level: int,
-               kernel: int) -> LevelClip | None:
+def level_arrays(features: np.ndarray, mel: np.ndarray, valid: np.ndarray, level: int,
+                 kernel: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A clip's syncer features (T, F) and log-mel (4T, M), standardised per clip, at `level`."""
     frame_audio = np.repeat(valid, AUDIO_PER_MOTION)[: len(mel)]
     motion_l = temporal_pyramid(standardise(features, valid), level + 1, kernel)[level]
     audio_l = temporal_pyramid(standardise(mel, frame_audio), level + 1, kernel)[level]
+    return torch.from_numpy(motion_l), torch.from_numpy(audio_l)
+
+
+def level_starts(valid: np.ndarray, n_mel: int, level: int, kernel: int) -> np.ndarray:
+    """Starts of the fully valid windows at `level`, from the valid flags alone (no features needed)."""
     valid_l = temporal_pyramid(valid.astype(np.float32)[:, None], level + 1, kernel)[level][:, 0] >= VALID_AT_LEVEL
-    n = min(len(motion_l) - MOTION_WINDOW, (len(audio_l) - AUDIO_WINDOW) // AUDIO_PER_MOTION) + 1
-    starts = np.flatnonzero([valid_l[i:i + MOTION_WINDOW].all() for i in range(max(n, 0))])
+    n = min(len(valid_l) - MOTION_WINDOW, (pyramid_length(n_mel, level) - AUDIO_WINDOW) // AUDIO_PER_MOTION) + 1
+    if n <= 0:
+        return np.zeros(0, np.int64)
+    full = np.lib.stride_tricks.sliding_window_view(valid_l[: n + MOTION_WINDOW - 1], MOTION_WINDOW).all(axis=1)
+    return np.flatnonzero(full)
+
+
+def pyramid_length(n: int, level: int) -> int:
+    """Samples left after `level` stride-2 steps (each keeps ceil(n / 2))."""
+    for _ in range(level):
+        n = (n + 1) // 2
+    return n
+
+
+def level_clip(clip_id: str, features: np.ndarray, mel: np.ndarray, valid: np.ndarray, level: int,
+               kernel: int) -> LevelClip | None:
+    """A clip at `level` with its arrays made now (evaluation of a few clips, tests)."""
+    starts = level_starts(valid, len(mel), level, kernel)
     if not len(starts):
         return None
-    return LevelClip(clip_id, torch.from_numpy(motion_l), torch.from_numpy(audio_l), starts)
+    return LevelClip(clip_id, *level_arrays(features, mel, valid, level, kernel), starts)
 
 
-def prepare_level(split: Path, space: MotionSpace, level: int, kernel: int, phases: bool = False) -> list[LevelClip]:
-    """Every clip of a split at `level`, with the starts of its fully valid windows.
+def prepare_level(cache: Path, space: MotionSpace, level: int, kernel: int, phases: bool = False,
+                  arrays: ClipArrayCache | None = None) -> list[LevelClip]:
+    """Every clip of a split's motion cache (data/motion/{split}) at `level`, with the starts of its
+    fully valid windows; each clip's arrays are made when first read and kept in `arrays` (a
+    bounded LRU), so memory holds the starts of every clip and the arrays of a few.
 
     `phases` (training only): each stride-2 step keeps every second sample, so starting the pyramid
     at frame 0, 1, ..., 2**level - 1 gives 2**level different coarse sequences of the same clip.
     The coarse levels, starved of windows on small corpora, see all of them."""
+    arrays = arrays or ClipArrayCache()
     clips = []
-    for clip_id, clip in sorted(load_split(split, space).items()):
-        features = space.syncer_features(clip.motion)
+    for clip_id, clip in sorted(load_cache(cache).items()):
         for phase in range(2**level if phases else 1):
-            lc = level_clip(f"{clip_id}@{phase}" if phases else clip_id, features[phase:],
-                            clip.mel[AUDIO_PER_MOTION * phase:], clip.valid[phase:], level, kernel)
-            if lc is not None:
-                lc.source, lc.phase, lc.scale, lc.speaker = clip_id, phase, 2**level, clip.speaker or clip_id
-                clips.append(lc)
+            starts = level_starts(clip.valid[phase:], len(clip.mel) - AUDIO_PER_MOTION * phase, level, kernel)
+            if not len(starts):
+                continue
+            name = f"{clip_id}@{phase}" if phases else clip_id
+            make = functools.partial(_phase_arrays, space, clip, phase, level, kernel)
+            clips.append(LevelClip(name, None, None, starts, source=clip_id, phase=phase, scale=2**level,
+                                   speaker=clip.speaker or clip_id, make=make, arrays=arrays))
     return clips
+
+
+def _phase_arrays(space: MotionSpace, clip: ClipMotion, phase: int, level: int,
+                  kernel: int) -> tuple[torch.Tensor, torch.Tensor]:
+    features = space.syncer_features(np.asarray(clip.motion))[phase:]  # as one product: the same bits at every phase
+    return level_arrays(features, np.asarray(clip.mel[AUDIO_PER_MOTION * phase:]), np.asarray(clip.valid[phase:]),
+                        level, kernel)
 
 
 def evaluation_groups(clip: LevelClip, size: int) -> list[np.ndarray]:
