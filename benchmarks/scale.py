@@ -41,17 +41,22 @@ SPEAKER_CLIPS = 10  # synthetic clips per synthetic speaker
 LOADER_WINDOWS = 20_000
 
 
+# Peak RSS through a small launcher: a process forked from this one inherits its (large) high-water
+# mark in ru_maxrss on Linux; the launcher's own child starts from a fresh, small interpreter.
+LAUNCH = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+          "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)")
+
+
 def run_measured(cmd: list[str], cwd: Path) -> dict:
-    """Run `cmd`; its wall seconds and peak RSS (MB) from the kernel's accounting (wait4)."""
+    """Run `cmd`; its wall seconds and peak RSS (MB, the kernel's accounting of that process)."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=False)
-    output = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc = subprocess.run([sys.executable, "-c", LAUNCH, *cmd], cwd=cwd, capture_output=True)
     seconds = time.perf_counter() - started
+    output = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{output.decode(errors='replace')[-3000:]}")
-    return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "output": output}
+    peak_kb = int(proc.stdout.decode().rsplit("MAXRSS_KB", 1)[1].split()[0])
+    return {"seconds": round(seconds, 2), "peak_rss_mb": round(peak_kb / 1024, 1), "output": output}
 
 
 def synthesise(root: Path, n: int, sources: list[Path], params: dict) -> None:
@@ -159,7 +164,7 @@ def measure_corpus(n: int, sources: list[Path], params: dict, work: Path) -> dic
     result["motion_cache_train"] = {k: cache[k] for k in ("seconds", "peak_rss_mb")}
     for name, which in LOADERS.items():
         loader = run_measured([sys.executable, "-c", LOADER, which, str(LOADER_WINDOWS)], root)
-        load_s, rate = loader["output"].decode().split("LOADER ", 1)[1].split()
+        load_s, rate = loader["output"].decode().split("LOADER ", 1)[1].split()[:2]
         result[name] = {"load_seconds": float(load_s), "windows_per_second": float(rate),
                         "seconds": loader["seconds"], "peak_rss_mb": loader["peak_rss_mb"]}
     shutil.rmtree(root)

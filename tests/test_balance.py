@@ -72,7 +72,7 @@ def test_the_generator_sampler_keeps_the_cap():
     rng = np.random.default_rng(0)
     settings = dataclasses.replace(GanSettings.from_params(tiny_params()["gan"]), batch=1600)
     length = settings.observed_frames + settings.generated_frames
-    arrays = ClipArrayCache(size=8)  # far fewer than the clips: arrays are remade as clips are drawn
+    arrays = ClipArrayCache(max_mb=0.05)  # a few clips' arrays: they are remade as clips are drawn
 
     def make(i: int, n: int) -> tuple[torch.Tensor, ...]:
         return torch.full((n + length, 2), float(i)), torch.zeros(4 * (n + length), 2), torch.zeros(2), torch.ones(2)

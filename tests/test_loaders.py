@@ -20,17 +20,17 @@ from mssync.syncers.windows import level_clip, prepare_level
 KERNEL = 7
 
 
-def test_the_array_cache_keeps_the_most_recent_clips_only():
-    cache, made = ClipArrayCache(size=2), []
+def test_the_array_cache_keeps_the_most_recent_clips_within_its_budget():
+    cache, made = ClipArrayCache(max_mb=2 * 4096 / 2**20), []  # room for two 4 KB arrays
 
     def make(name):
         made.append(name)
-        return name.upper()
+        return np.zeros(1024, np.float32) + ord(name)
 
     for name in ["a", "b", "a", "c", "b", "a"]:
-        assert cache.get(name, lambda n=name: make(n)) == name.upper()
+        assert cache.get(name, lambda n=name: make(n))[0] == ord(name)
     assert made == ["a", "b", "c", "b", "a"]  # 'a' again at once costs nothing; 'b' was evicted by 'c'
-    assert list(cache.items) == ["b", "a"] and cache.made == 5
+    assert list(cache.items) == ["b", "a"] and cache.made == 5 and cache.bytes == 8192
 
 
 def test_window_starts_are_the_fully_valid_windows():
@@ -45,7 +45,7 @@ def test_window_starts_are_the_fully_valid_windows():
 def test_lazy_level_clips_equal_the_eager_ones(tiny_dataset, level):
     space = MotionSpace.load(tiny_dataset["space"])
     clips = prepare_level(tiny_dataset["cache"]["train"], space, level, KERNEL, phases=True,
-                          arrays=ClipArrayCache(size=1))  # every phase evicts the previous one
+                          arrays=ClipArrayCache(max_mb=0))  # every phase evicts the previous one
     assert len(clips) == 2**level  # the train split's one clip, at every phase
     (clip_id, motion), = load_cache(tiny_dataset["cache"]["train"]).items()
     features = space.syncer_features(np.asarray(motion.motion))

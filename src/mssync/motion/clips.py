@@ -54,19 +54,23 @@ def split_speakers(path: Path, meta: dict[str, Any]) -> dict[str, str]:
 
 
 T = TypeVar("T")
-ARRAY_CACHE_CLIPS = 256  # clips whose derived training arrays are kept at once
+ARRAY_CACHE_MB = 1024  # per training job: derived clip arrays kept at once (the sample corpus needs ~25 MB)
 
 
 class ClipArrayCache:
-    """The derived arrays (standardised, pyramids) of the most recently read clips, at most `size`.
+    """The derived arrays (standardised, pyramids) of the most recently drawn clips, within a byte
+    budget.
 
     Trainers keep a split's clips as window starts plus a recipe for their arrays; the arrays are
-    made when a window of the clip is drawn and kept here while the clip is recent, so memory is
-    bounded by `size` clips whatever the corpus, and a clip drawn again soon costs nothing."""
+    made when a window of the clip is drawn and kept here while the budget allows, so memory is
+    bounded whatever the corpus. A corpus whose arrays fit (the 245 sample clips: ~25 MB for a
+    syncer level) makes each clip once; a larger one remakes evicted clips when drawn again, which
+    costs time (benchmarks/scale.py measures the windows/s), never memory."""
 
-    def __init__(self, size: int = ARRAY_CACHE_CLIPS) -> None:
-        self.size = size
+    def __init__(self, max_mb: float = ARRAY_CACHE_MB) -> None:
+        self.max_bytes = int(max_mb * 2**20)
         self.items: OrderedDict[str, Any] = OrderedDict()
+        self.bytes = 0
         self.made = 0
 
     def get(self, key: str, make: Callable[[], T]) -> T:
@@ -75,6 +79,17 @@ class ClipArrayCache:
             return self.items[key]
         value = self.items[key] = make()
         self.made += 1
-        if len(self.items) > self.size:
-            self.items.popitem(last=False)
+        self.bytes += _nbytes(value)
+        while self.bytes > self.max_bytes and len(self.items) > 1:
+            _, evicted = self.items.popitem(last=False)
+            self.bytes -= _nbytes(evicted)
         return value
+
+
+def _nbytes(value: Any) -> int:
+    """Bytes of a tensor, an array or a tuple of them."""
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    if hasattr(value, "element_size"):  # torch.Tensor
+        return value.element_size() * value.nelement()
+    return int(getattr(value, "nbytes", 0))
