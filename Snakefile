@@ -40,7 +40,7 @@ include: "workflow/rules/evaluate.smk"
 # Before Snakemake plans or locks (only in the run you started, never inside a job): clear the
 # lock a killed run left behind, and move aside damaged artifacts so their jobs are planned again.
 if workflow.is_main_process:
-    recover_workdir(all_targets(), CLIPS_RECORDS + FEATURES_RECORDS)
+    recover_workdir(all_targets(), CLIPS_RECORDS + FEATURES_RECORDS, PER_CLIP_DIRS)
 
 
 rule all:

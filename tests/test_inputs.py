@@ -376,15 +376,21 @@ def test_verbose_shows_mssync_debug_lines_and_no_library_chatter(restore_logging
 @requires_ffmpeg
 def test_verbose_features_run_logs_stage_timings_and_no_numba(tmp_path, sample_clip, crop_settings,
                                                               landmarker_settings, feature_settings):
-    """`mssync -v features` on a real 2.5 s crop: it computes a log-mel (librosa -> numba compiles)."""
+    """`mssync -v features` (a one-clip shard) on a real 2.5 s crop: it computes a log-mel (librosa ->
+    numba compiles) and draws the preview."""
     import dataclasses
     import json
 
     record, clips = crop_sample(tmp_path, "vox2-00015", sample_clip("vox2-00015"), crop_settings,
                                 landmarker_settings, trim={"start_s": 0, "end_s": 2.5})
     assert record["status"] == "ok", record.get("reason")
-    proc, _ = mssync_cli("-v", "features", "--crop-record", clips / "vox2-00015.json", "--out", tmp_path / "f.parquet",
+    (tmp_path / "m.csv").write_text("id,url,speaker\nvox2-00015,file:x.mp4,vox2-00015\n")
+    proc, _ = mssync_cli("-v", "features", "--manifest", tmp_path / "m.csv", "--shard", "000of001",
+                         "--record", tmp_path / "shard.json", "--raw-dir", tmp_path / "raw", "--clips-dir", clips,
+                         "--features-dir", tmp_path / "features", "--previews-dir", tmp_path / "previews",
+                         "--shards-settings", json.dumps({"size": 32}),
                          "--features-settings", json.dumps(dataclasses.asdict(feature_settings)),
+                         "--preview-settings", json.dumps({"frames": 3}),
                          "--landmarker-settings", json.dumps(dataclasses.asdict(landmarker_settings)))
     assert proc.returncode == 0, proc.stderr
     assert "DEBUG mssync.features.features: vox2-00015: log-mel audio features:" in proc.stderr

@@ -251,16 +251,25 @@ def test_unreadable_raw_video_gives_a_text_only_sheet(settings: Settings, tmp_pa
 
 
 def test_cli_writes_a_sheet_for_a_clip_rejected_at_download(settings: Settings, tmp_path: Path) -> None:
-    raw_record = tmp_path / "raw" / "gone.json"
-    write_record(raw_record, "gone", "download", REJECTED, speaker="gone", reason="sha256 mismatch: expected ab12, got cd34")
+    """`mssync features` over a shard whose one clip was rejected at download: no features, a sheet."""
+    reason = "sha256 mismatch: expected ab12, got cd34"
+    write_record(tmp_path / "raw" / "gone.json", "gone", "download", REJECTED, speaker="gone", reason=reason)
+    write_record(tmp_path / "clips" / "gone.json", "gone", "crop", REJECTED, speaker="gone",
+                 reason=f"not downloaded: {reason}")
+    (tmp_path / "m.csv").write_text("id,url,speaker\ngone,file:gone.mp4,gone\n")
     out = tmp_path / "previews" / "gone.png"
     code = cli_main([
-        "preview", "--raw-record", str(raw_record), "--crop-record", str(tmp_path / "clips" / "gone.json"),
-        "--out", str(out),
+        "features", "--manifest", str(tmp_path / "m.csv"), "--shard", "000of001",
+        "--record", str(tmp_path / "shard.json"), "--raw-dir", str(tmp_path / "raw"),
+        "--clips-dir", str(tmp_path / "clips"), "--features-dir", str(tmp_path / "features"),
+        "--previews-dir", str(tmp_path / "previews"), "--shards-settings", json.dumps({"size": 32}),
+        "--features-settings", json.dumps({"n_mels": 26, "hop_ms": 10, "win_ms": 25, "n_fft": 512, "fmin": 0.0,
+                                           "fmax": 8000.0, "preemphasis": 0.97}),
         "--preview-settings", json.dumps(dataclasses.asdict(settings.preview)),
         "--landmarker-settings", json.dumps(dataclasses.asdict(settings.landmarker)),
     ])
     assert code == 0
+    assert not (tmp_path / "features" / "gone.parquet").exists()
     sheet = open_sheet(out, 0)
     assert sheet.height < preview.TILE and count(sheet, preview.REJECTED_TEXT) > 0
 

@@ -22,6 +22,10 @@ CACHE_EXTS = (".motion.npy", ".valid.npy", ".mel.npy", ".clips.json")
 SHARDS = group_shards(CLIPS, config["shards"]["size"])  # shard -> its clips (a hash of each id)
 CLIPS_RECORDS = [f"data/clips/shards/{shard}.json" for shard in SHARDS]
 FEATURES_RECORDS = [f"data/features/shards/{shard}.json" for shard in SHARDS]
+# Where the shard jobs write their per-clip files ({clip}.json records, media, features, previews):
+# not declared outputs (a job's outputs cannot depend on which clips pass), vouched for by the
+# shard records instead, and swept for a killed job's temp files at start-up.
+PER_CLIP_DIRS = ["data/raw", "data/clips", "data/features", "data/previews"]
 ABLATIONS = config["evaluation"]["ablations"]  # name -> the gan.sync_levels it trains with
 
 

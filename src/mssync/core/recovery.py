@@ -37,13 +37,15 @@ def _log_to_stderr() -> Iterator[None]:
         logger.propagate = saved[1]
 
 
-def recover_workdir(artifacts: Iterable[str | Path], records: Iterable[str | Path]) -> None:
-    """`artifacts`: every file the workflow makes; `records`: the per-clip stage records among them,
-    which also vouch for the media files beside them."""
+def recover_workdir(artifacts: Iterable[str | Path], records: Iterable[str | Path],
+                    per_clip_dirs: Iterable[str | Path] = ()) -> None:
+    """`artifacts`: every file the workflow declares; `records`: the records among them that vouch
+    for other files (shard records: every per-clip file their job wrote); `per_clip_dirs`: where
+    those undeclared per-clip files live (their temp files are swept too)."""
     records = [Path(r) for r in records]
     artifacts = [Path(a) for a in artifacts]
     with _log_to_stderr():
         if clear_stale_lock():  # a run was killed and none is alive: its temp files are garbage
-            remove_leftovers({path.parent for path in [*artifacts, *records]})
+            remove_leftovers({path.parent for path in [*artifacts, *records]} | {Path(d) for d in per_clip_dirs})
         record_set = set(records)
         sweep([a for a in artifacts if a not in record_set], records=records)

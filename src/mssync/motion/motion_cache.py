@@ -85,10 +85,11 @@ def write_motion_cache(*, split: Path, space_path: Path, prefix: Path) -> dict[s
         del motion, valid, mel
     index = {"format": CACHE_FORMAT, "split": str(split), "frames": total, "dim": space.dim, "mel_per_frame": k,
              "n_mels": n_mels, "fps": int(meta.get("fps", FPS)), "content_sha256": digest.hexdigest(),
-             "features": {key: meta[key] for key in FEATURE_KEYS}, "clips": clips,
-             "seconds": round(time.perf_counter() - started, 2)}
-    write_json_atomic(files[INDEX], index)  # last: the index vouches for the arrays beside it
-    log.info("%s: %d clips, %d frames -> %s.* (%.1f s)", split, len(clips), total, prefix, index["seconds"])
+             "features": {key: meta[key] for key in FEATURE_KEYS}, "clips": clips}
+    write_json_atomic(files[INDEX], index)  # last: the index vouches for the arrays beside it (no timing
+    # in it: the same data gives the same bytes, and resume keys hash it)
+    log.info("%s: %d clips, %d frames -> %s.* (%.1f s)", split, len(clips), total, prefix,
+             time.perf_counter() - started)
     return index
 
 
