@@ -16,6 +16,7 @@ the wall time per clip of `mssync clips` + `mssync features` over one shard of 3
 minus the bare decode + FaceLandmarker time on the same cropped frames.
 
     python benchmarks/scale.py --features data/features --sizes 25 250 2500 --real-shard 24
+    python benchmarks/scale.py --sizes --real-shard 24    # the per-clip overhead alone
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ import sys, time, numpy as np
 from pathlib import Path
 import yaml
 from mssync.core.constants import STD_FLOOR
-from mssync.motion.balance import clip_probabilities
+from mssync.motion.balance import ClipDraws, clip_probabilities
 from mssync.motion.motion_cache import MotionCache
 from mssync.motion.space import MotionSpace
 params = yaml.safe_load(Path("params.yaml").read_text())
@@ -131,7 +132,7 @@ else:
     clips = prepare_level(cache, space, int(sys.argv[1][len("syncer"):]), params["pyramid"]["kernel"], phases=True)
     share, per_batch = section.max_speaker_share, s.groups_per_batch * s.group_size
     draw = lambda p: sample_batch(clips, s, rng, p)
-p = clip_probabilities([c.speaker for c in clips], np.array([len(c.starts) for c in clips]), share)
+p = ClipDraws(clip_probabilities([c.speaker for c in clips], np.array([len(c.starts) for c in clips]), share))
 load_s = time.perf_counter() - t0
 rng = np.random.default_rng(0); n = 0; t0 = time.perf_counter()
 while n < wanted:
@@ -224,20 +225,37 @@ def per_clip_overhead(n_clips: int, params: dict, work: Path) -> dict:
     return {"clips": n, "frames": frames_total, "clips_job_seconds": clips["seconds"],
             "features_job_seconds": features["seconds"], "wall_per_clip_s": round(total / n, 3),
             "bare_decode_landmarks_per_clip_s": round(bare / n, 3),
-            "overhead_per_clip_s": round((total - bare) / n, 3)}
+            "overhead_per_clip_s": round((total - bare) / n, 3),
+            "breakdown_per_clip_s": stage_breakdown(root, {"clips": clips, "features": features}, n)}
+
+
+def stage_breakdown(root: Path, jobs: dict[str, dict], n: int) -> dict:
+    """Where a clip's wall time goes, from the shard records' per-clip stage times: each stage's mean
+    over the shard, and each job's time outside its clips (interpreter start, imports, model loads)."""
+    out: dict[str, float] = {}
+    for step, job in jobs.items():
+        record = json.loads((root / f"{step}.json").read_text())
+        for clip in record["clips"]:
+            for stage, seconds in clip["seconds"].items():
+                out[stage] = out.get(stage, 0.0) + seconds / n
+        out[f"{step}_job_outside_clips"] = (job["seconds"] - sum(sum(c["seconds"].values()) for c in record["clips"])) / n
+    return {stage: round(seconds, 3) for stage, seconds in out.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--features", default="data/features", help="real features Parquets to copy from")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[25, 250, 2500, 25000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[25, 250, 2500, 25000],
+                        help="corpus sizes to synthesise; none (`--sizes` alone) with --real-shard measures only that")
     parser.add_argument("--real-shard", type=int, default=0, help="measure the per-clip overhead on this many GRID clips")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temp dir)")
     args = parser.parse_args()
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     sources = sorted(Path(args.features).glob("*.parquet"))
-    if not sources:
+    if args.sizes and not sources:
         raise SystemExit(f"no features in {args.features}: run the pipeline first")
+    if not args.sizes and not args.real_shard:
+        raise SystemExit("nothing to measure: give --sizes, --real-shard or both")
     work = Path(args.work or tempfile.mkdtemp(prefix="mssync-scale-"))
     results = []
     for n in args.sizes:
