@@ -110,7 +110,7 @@ import sys, time, numpy as np
 from pathlib import Path
 import yaml
 from mssync.core.constants import STD_FLOOR
-from mssync.motion.balance import ClipDraws, clip_probabilities
+from mssync.motion.balance import clip_probabilities
 from mssync.motion.motion_cache import MotionCache
 from mssync.motion.space import MotionSpace
 params = yaml.safe_load(Path("params.yaml").read_text())
@@ -132,7 +132,7 @@ else:
     clips = prepare_level(cache, space, int(sys.argv[1][len("syncer"):]), params["pyramid"]["kernel"], phases=True)
     share, per_batch = section.max_speaker_share, s.groups_per_batch * s.group_size
     draw = lambda p: sample_batch(clips, s, rng, p)
-p = ClipDraws(clip_probabilities([c.speaker for c in clips], np.array([len(c.starts) for c in clips]), share))
+p = clip_probabilities([c.speaker for c in clips], np.array([len(c.starts) for c in clips]), share)
 load_s = time.perf_counter() - t0
 rng = np.random.default_rng(0); n = 0; t0 = time.perf_counter()
 while n < wanted:
