@@ -13,7 +13,7 @@ import torch
 from helpers import tiny_params
 
 from mssync.gan.train import GanClip, GanSettings, sample_batch
-from mssync.motion.balance import clip_probabilities, speaker_shares
+from mssync.motion.balance import ClipDraws, clip_probabilities, speaker_shares
 from mssync.motion.clips import ClipArrayCache
 from mssync.syncers.train import LevelClip, sample_group
 
@@ -52,6 +52,23 @@ def test_clips_without_windows_are_never_drawn():
     assert p[0] == 0 and p.sum() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("size", [None, 1, 64])
+def test_clip_draws_are_the_draws_of_generator_choice(size):
+    """Same seed, same clips as rng.choice(n, p=p) (what the trainers called before), and the
+    generator left in the same state: seeded runs draw what they drew before."""
+    p = clip_probabilities(SKEWED, WINDOWS, CAP)
+    ours, theirs, draws = np.random.default_rng(7), np.random.default_rng(7), ClipDraws(p)
+    for _ in range(200):
+        assert np.array_equal(draws(ours, size), theirs.choice(len(p), size, p=p))
+    assert ours.random() == theirs.random()
+
+
+def test_clip_draws_refuse_probabilities_that_draw_nothing():
+    for bad in ([], [0.0, 0.0], [0.5, -0.1]):
+        with pytest.raises(ValueError, match="non-negative"):
+            ClipDraws(np.array(bad))
+
+
 def _drawn_share(picked_speakers: list[str], speaker: str) -> float:
     return Counter(picked_speakers)[speaker] / len(picked_speakers)
 
@@ -61,7 +78,7 @@ def test_the_syncer_sampler_keeps_the_cap():
     clips = [LevelClip(f"c{i}", torch.zeros(n + 5, 3), torch.zeros(4 * n + 20, 2), np.arange(n), speaker=s)
              for i, (s, n) in enumerate(zip(SKEWED, WINDOWS))]
     p = clip_probabilities([c.speaker for c in clips], np.array([len(c.starts) for c in clips]), CAP)
-    drawn = [clips[c].speaker for _ in range(400) for c, _ in sample_group(clips, 4, rng, p)]
+    drawn = [clips[c].speaker for _ in range(400) for c, _ in sample_group(clips, 4, rng, ClipDraws(p))]
     assert _drawn_share(drawn, "s1") == pytest.approx(CAP, abs=0.03)  # 1600 draws: 2 sigma is 0.02
     unbalanced = [clips[c].speaker for _ in range(400) for c, _ in sample_group(clips, 4, rng)]
     assert _drawn_share(unbalanced, "s1") > 0.8  # what it was before the cap
@@ -80,5 +97,5 @@ def test_the_generator_sampler_keeps_the_cap():
     clips = [GanClip(f"c{i}", np.arange(n), s, functools.partial(make, i, n), arrays)
              for i, (s, n) in enumerate(zip(SKEWED, WINDOWS))]
     p = clip_probabilities([c.speaker for c in clips], np.array([len(c.starts) for c in clips]), CAP)
-    drawn = sample_batch(clips, settings, rng, p)["motion"][:, 0, 0].long().tolist()
+    drawn = sample_batch(clips, settings, rng, ClipDraws(p))["motion"][:, 0, 0].long().tolist()
     assert _drawn_share([clips[i].speaker for i in drawn], "s1") == pytest.approx(CAP, abs=0.03)

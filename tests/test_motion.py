@@ -21,7 +21,7 @@ from mssync.features.features import extract_features
 from mssync.features.schema import features_table, list_column_to_numpy, read_table, write_table
 from mssync.media.mesh import JAW_LANDMARKS, LIP_LANDMARKS, RIGID_LANDMARKS
 from mssync.motion.clips import iter_clips
-from mssync.motion.motion_cache import MotionCache, cache_files, load_cache, write_motion_cache
+from mssync.motion.motion_cache import MotionCache, NpyRows, cache_files, load_cache, write_motion_cache
 from mssync.motion.motion_space import fit_motion_space
 from mssync.motion.space import FORMAT_VERSION, MotionSpace, axis_angle_to_matrix, matrix_to_axis_angle, moving_average
 
@@ -322,7 +322,8 @@ def test_fit_motion_space_end_to_end_on_three_small_splits(real_features, tmp_pa
     index = write_motion_cache(split=paths["val"], space_path=out, prefix=tmp_path / "motion" / "val")
     assert (index["frames"], index["dim"], index["mel_per_frame"]) == (25, 15, 4)
     cache = MotionCache.open(tmp_path / "motion" / "val")
-    assert isinstance(cache.motion, np.memmap) and isinstance(cache.mel, np.memmap)  # mapped, not read
+    assert isinstance(cache.motion, NpyRows) and isinstance(cache.mel, NpyRows)  # opened, nothing read
+    np.testing.assert_array_equal(cache.mel.rows(3, 9), np.load(cache_files(tmp_path / "motion" / "val")["mel"])[3:9])
     clips = load_cache(tmp_path / "motion" / "val")
     assert list(clips) == ["fake-val"]
     ((_, cols),) = iter_clips(paths["val"], ["face_found", "landmarks"])  # the split's one clip

@@ -113,3 +113,19 @@ def test_phase_shifted_copies_never_give_overlapping_negatives():
                 if ci.source == cj.source:
                     assert abs(ci.frame_of(si) - cj.frame_of(sj)) >= 5 * scale
     assert LevelClip("x", torch.zeros(1, 1), torch.zeros(1, 1), np.arange(1)).source == "x"
+
+
+def test_window_starts_from_the_numpy_valid_pyramid_match_the_torch_pyramid():
+    """level_starts takes the valid flags down the pyramid in numpy (fast on short vectors); it
+    must keep exactly the windows the torch pyramid (what the model's inputs go through) keeps."""
+    from mssync.syncers.pyramid import temporal_pyramid
+    from mssync.syncers.windows import VALID_AT_LEVEL, valid_at_level
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 300))
+        valid = rng.random(n) > rng.random() * 0.3  # gaps of every density, and none
+        for level in range(6):
+            for kernel in (1, 3, 7):
+                torch_l = temporal_pyramid(valid.astype(np.float32)[:, None], level + 1, kernel)[level][:, 0]
+                assert np.array_equal(valid_at_level(valid, level, kernel) >= VALID_AT_LEVEL, torch_l >= VALID_AT_LEVEL)

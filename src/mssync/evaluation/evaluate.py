@@ -35,7 +35,7 @@ from mssync.gan.evaluate import GROUND_TRUTH, MAIN, OTHER_AUDIO, STATIC, Track, 
 from mssync.gan.generate import MotionGenerator
 from mssync.gan.model import AUDIO_PER_FRAME
 from mssync.motion import dynamics
-from mssync.motion.motion_cache import load_cache
+from mssync.motion.motion_cache import read_cache
 from mssync.motion.space import MotionSpace
 from mssync.syncers.model import Syncer
 
@@ -170,7 +170,7 @@ def evaluate(*, test: Path, space_path: Path, model: Path, ablations: list[Path]
 
     generators = load_generators(model, ablations, space_path)
     space = generators[MAIN].space
-    clips = load_cache(test)
+    clips = read_cache(test)
     fps = next(iter(clips.values())).fps
     variants = build_variants(generators, clips)
     syncers = [Syncer.load(p) for p in syncer_paths]

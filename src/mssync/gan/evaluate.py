@@ -25,7 +25,7 @@ from mssync.gan.generate import MotionGenerator
 from mssync.gan.model import AUDIO_PER_FRAME
 from mssync.motion.clips import ClipMotion
 from mssync.motion.dynamics import pose_velocity_std
-from mssync.motion.motion_cache import load_cache
+from mssync.motion.motion_cache import read_cache
 from mssync.motion.space import MotionSpace
 from mssync.syncers.metrics import MAX_OFFSET_FRAMES, OFFSET_TOLERANCE_FRAMES, distance_curve, lse
 from mssync.syncers.model import Syncer
@@ -142,7 +142,7 @@ def level_report(by_variant: dict[str, dict]) -> dict:
 def evaluate_generator(*, test: Path, space_path: Path, generator_path: Path, syncer_paths: list[Path], out: Path,
                        max_offset_frames: int = MAX_OFFSET_FRAMES) -> dict:
     generator = MotionGenerator.load(generator_path, space_path, device="cpu")
-    clips = load_cache(test)
+    clips = read_cache(test)
     variants = build_variants({MAIN: generator}, clips)
     summary, _ = sync_metrics([Syncer.load(p) for p in syncer_paths], variants, generator.space, max_offset_frames)
     report: dict = {"split": str(test), "clips": len(clips), "levels": {}}

@@ -33,10 +33,10 @@ from mssync.gan.model import (
     hinge_g,
 )
 from mssync.media.audio import standardise_audio
-from mssync.motion.balance import clip_probabilities, log_shares
-from mssync.motion.clips import ClipArrayCache, ClipMotion
+from mssync.motion.balance import ClipDraws, clip_probabilities, log_shares
+from mssync.motion.clips import ClipArrayCache
 from mssync.motion.dynamics import pose_velocity_std
-from mssync.motion.motion_cache import MotionCache, cache_index, load_cache
+from mssync.motion.motion_cache import CachedClip, MotionCache, cache_index, load_cache
 from mssync.motion.space import EXPRESSION, LOG_SCALE, ROTATION, TRANSLATION, MotionSpace
 from mssync.syncers.model import Syncer
 from mssync.syncers.pyramid import AUDIO_WINDOW, MOTION_WINDOW, temporal_pyramid
@@ -122,7 +122,7 @@ def load_clips(cache: Path, space: MotionSpace, mean: np.ndarray, std: np.ndarra
             for clip_id, clip in sorted(load_cache(cache).items())]
 
 
-def _clip_tensors(space: MotionSpace, clip: ClipMotion, mean: np.ndarray, std: np.ndarray) -> tuple[torch.Tensor, ...]:
+def _clip_tensors(space: MotionSpace, clip: CachedClip, mean: np.ndarray, std: np.ndarray) -> tuple[torch.Tensor, ...]:
     motion, valid = np.asarray(clip.motion), np.asarray(clip.valid)
     features = space.syncer_features(motion)[valid]
     return (torch.from_numpy(((motion - mean) / std).astype(np.float32)),
@@ -139,13 +139,11 @@ def audio_rows(mel: torch.Tensor, start: int, n_frames: int) -> torch.Tensor:
 
 
 def sample_batch(clips: list[GanClip], s: GanSettings, rng: np.random.Generator,
-                 p: np.ndarray | None = None) -> dict[str, torch.Tensor]:
-    """A batch of training windows; clips drawn with probabilities `p` (default: by their windows)."""
+                 draws: ClipDraws | None = None) -> dict[str, torch.Tensor]:
+    """A batch of training windows; clips drawn by `draws` (default: by their windows)."""
     window = s.observed_frames + s.generated_frames
-    if p is None:
-        weights = np.array([len(c.starts) for c in clips], float)
-        p = weights / weights.sum()
-    picks = [(clips[i], int(rng.choice(clips[i].starts))) for i in rng.choice(len(clips), s.batch, p=p)]
+    draws = draws or ClipDraws.by_windows(np.array([len(c.starts) for c in clips]))
+    picks = [(clips[i], int(rng.choice(clips[i].starts))) for i in draws(rng, s.batch)]
     return {
         "motion": torch.stack([c.motion[t:t + window] for c, t in picks]),  # (B, W, D)
         "mel": torch.stack([audio_rows(c.mel, t, window + s.model.lookahead) for c, t in picks]),  # (B, 4(W+L), M)
@@ -261,7 +259,7 @@ def train_gan(*, train: Path, val: Path, space_path: Path, syncer_paths: list[Pa
     n_mels = train_clips[0].mel.shape[1]
     speakers, windows = [c.speaker for c in train_clips], np.array([len(c.starts) for c in train_clips])
     log_shares("generator", speakers, windows, settings.max_speaker_share)
-    draw = clip_probabilities(speakers, windows, settings.max_speaker_share)
+    draw = ClipDraws(clip_probabilities(speakers, windows, settings.max_speaker_share))
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

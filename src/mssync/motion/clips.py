@@ -54,7 +54,7 @@ def split_speakers(path: Path, meta: dict[str, Any]) -> dict[str, str]:
 
 
 T = TypeVar("T")
-ARRAY_CACHE_MB = 1024  # per training job: derived clip arrays kept at once (the sample corpus needs ~25 MB)
+ARRAY_CACHE_MB = 512  # per training job: derived clip arrays kept at once (the sample corpus needs ~25 MB)
 
 
 class ClipArrayCache:
@@ -65,7 +65,9 @@ class ClipArrayCache:
     made when a window of the clip is drawn and kept here while the budget allows, so memory is
     bounded whatever the corpus. A corpus whose arrays fit (the 245 sample clips: ~25 MB for a
     syncer level) makes each clip once; a larger one remakes evicted clips when drawn again, which
-    costs time (benchmarks/scale.py measures the windows/s), never memory."""
+    costs time (benchmarks/scale.py measures the windows/s), never memory. 512 MB holds ~8,000
+    clips' GAN arrays at 109 frames; more buys little, as a corpus that outgrows it is drawn
+    mostly from evicted clips anyway."""
 
     def __init__(self, max_mb: float = ARRAY_CACHE_MB) -> None:
         self.max_bytes = int(max_mb * 2**20)

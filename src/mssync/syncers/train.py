@@ -22,7 +22,7 @@ from tqdm import tqdm
 from mssync.core.checkpoints import Curve, fingerprint, load_resume, save
 from mssync.core.device import pick_device, to_device
 from mssync.core.errors import ConfigError, MssyncError
-from mssync.motion.balance import clip_probabilities, log_shares
+from mssync.motion.balance import ClipDraws, clip_probabilities, log_shares
 from mssync.motion.motion_cache import cache_index
 from mssync.motion.space import MotionSpace
 from mssync.syncers.model import Syncer, SyncerSettings, info_nce
@@ -67,13 +67,11 @@ class SyncersSection:
 
 
 def sample_group(clips: list[LevelClip], size: int, rng: np.random.Generator,
-                 p: np.ndarray | None = None) -> list[tuple[int, int]]:
+                 draws: ClipDraws | None = None) -> list[tuple[int, int]]:
     """(clip index, start) pairs of one contrastive group; windows never overlap each other. Clips
-    are drawn with probabilities `p` (default: by their number of windows)."""
-    if p is None:
-        weights = np.array([len(c.starts) for c in clips], float)
-        p = weights / weights.sum()
-    c = int(rng.choice(len(clips), p=p))
+    are drawn by `draws` (default: by their number of windows)."""
+    draws = draws or ClipDraws.by_windows(np.array([len(c.starts) for c in clips]))
+    c = draws(rng)
     same = clips[c].grid(int(rng.integers(MOTION_WINDOW)))
     if len(same) >= size:  # same speaker, other moments: the hard negatives
         return [(c, int(s)) for s in rng.choice(same, size, replace=False)]
@@ -85,7 +83,7 @@ def sample_group(clips: list[LevelClip], size: int, rng: np.random.Generator,
                    for pc, ps in picked)
 
     for _ in range(50 * size):  # different clips (repeats only where windows do not overlap in time)
-        c = int(rng.choice(len(clips), p=p))
+        c = draws(rng)
         s = int(rng.choice(clips[c].starts))
         if fits(c, s):
             picked.append((c, s))
@@ -103,10 +101,11 @@ def sample_group(clips: list[LevelClip], size: int, rng: np.random.Generator,
 
 
 def sample_batch(clips: list[LevelClip], s: SyncerSettings, rng: np.random.Generator,
-                 p: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 draws: ClipDraws | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    draws = draws or ClipDraws.by_windows(np.array([len(c.starts) for c in clips]))
     motion, audio = [], []
     for _ in range(s.groups_per_batch):
-        for c, start in sample_group(clips, s.group_size, rng, p):
+        for c, start in sample_group(clips, s.group_size, rng, draws):
             m, a = clips[c].windows(np.array([start]))
             motion.append(m)
             audio.append(a)
@@ -152,7 +151,7 @@ def train_syncer(
                       max_speaker_share=syncers.max_speaker_share)
     speakers, windows = [c.speaker for c in train_clips], np.array([len(c.starts) for c in train_clips])
     log_shares(f"level {level}", speakers, windows, syncers.max_speaker_share)
-    draw = clip_probabilities(speakers, windows, syncers.max_speaker_share)
+    draw = ClipDraws(clip_probabilities(speakers, windows, syncers.max_speaker_share))
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
