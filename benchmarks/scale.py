@@ -110,7 +110,7 @@ import sys, time, numpy as np
 from pathlib import Path
 import yaml
 from mssync.core.constants import STD_FLOOR
-from mssync.motion.balance import clip_probabilities
+from mssync.motion.balance import ClipDraws, clip_probabilities
 from mssync.motion.motion_cache import MotionCache
 from mssync.motion.space import MotionSpace
 params = yaml.safe_load(Path("params.yaml").read_text())
@@ -132,7 +132,7 @@ else:
     clips = prepare_level(cache, space, int(sys.argv[1][len("syncer"):]), params["pyramid"]["kernel"], phases=True)
     share, per_batch = section.max_speaker_share, s.groups_per_batch * s.group_size
     draw = lambda p: sample_batch(clips, s, rng, p)
-p = clip_probabilities([c.speaker for c in clips], np.array([len(c.starts) for c in clips]), share)
+p = ClipDraws(clip_probabilities([c.speaker for c in clips], np.array([len(c.starts) for c in clips]), share))
 load_s = time.perf_counter() - t0
 rng = np.random.default_rng(0); n = 0; t0 = time.perf_counter()
 while n < wanted:
@@ -151,25 +151,35 @@ def measure_corpus(n: int, sources: list[Path], params: dict, work: Path) -> dic
     result["frames"] = frames
     plan = run_measured(["snakemake", "-n", "--cores", "1", "--quiet", "rules"], root)
     result["dry_run"] = {k: plan[k] for k in ("seconds", "peak_rss_mb")}
+    progress(n, "dry_run", result["dry_run"])
     dataset = run_measured(["mssync", "dataset", "--manifest", "config/samples.csv", "--raw-dir", "data/raw",
                             "--clips-dir", "data/clips", "--features-dir", "data/features", "--out-dir",
                             "data/dataset", "--rejected", "data/rejected.csv", "--params", "params.yaml"], root)
     result["dataset"] = {k: dataset[k] for k in ("seconds", "peak_rss_mb")}
+    progress(n, "dataset", result["dataset"])
     splits = ["--train", "data/dataset/train.parquet", "--val", "data/dataset/val.parquet",
               "--test", "data/dataset/test.parquet"]
     fit = run_measured(["mssync", "motion-space", *splits, "--out", "models/motion_space.npz",
                         "--metrics", "results/motion_space.json", "--params", "params.yaml"], root)
     result["motion_space"] = {k: fit[k] for k in ("seconds", "peak_rss_mb")}
+    progress(n, "motion_space", result["motion_space"])
     cache = run_measured(["mssync", "motion-cache", "--split", "data/dataset/train.parquet",
                           "--space", "models/motion_space.npz", "--out", "data/motion/train"], root)
     result["motion_cache_train"] = {k: cache[k] for k in ("seconds", "peak_rss_mb")}
+    progress(n, "motion_cache_train", result["motion_cache_train"])
     for name, which in LOADERS.items():
         loader = run_measured([sys.executable, "-c", LOADER, which, str(LOADER_WINDOWS)], root)
         load_s, rate = loader["output"].decode().split("LOADER ", 1)[1].split()[:2]
         result[name] = {"load_seconds": float(load_s), "windows_per_second": float(rate),
                         "seconds": loader["seconds"], "peak_rss_mb": loader["peak_rss_mb"]}
+        progress(n, name, result[name])
     shutil.rmtree(root)
     return result
+
+
+def progress(n: int, stage: str, values: dict) -> None:
+    """Each stage's numbers on stderr as soon as it ends: a long run stopped early keeps them."""
+    print(json.dumps({"clips": n, "stage": stage, **values}), file=sys.stderr, flush=True)
 
 
 def exponents(results: list[dict]) -> dict:
