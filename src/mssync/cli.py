@@ -273,7 +273,7 @@ def _add_syncer_commands(sub: argparse._SubParsersAction) -> None:
     _add_settings(p, "motion", "crop")
     p.set_defaults(func=cmd_motion_space)
 
-    p = sub.add_parser("motion-cache", help="encode a split into the motion space once: memory-mapped arrays")
+    p = sub.add_parser("motion-cache", help="encode a split into the motion space once: .npy arrays read a clip at a time")
     p.add_argument("--split", required=True, help="data/dataset/{split}.parquet")
     p.add_argument("--space", required=True, help="models/motion_space.npz")
     p.add_argument("--out", required=True, help="prefix data/motion/{split}: .motion.npy .valid.npy .mel.npy .clips.json")

@@ -88,7 +88,7 @@ def motion_groups(space: MotionSpace) -> list[int]:
 
 class GanClip:
     """A training or validation clip: its window starts in memory, its arrays made when first read
-    (from the memory-mapped motion cache) and kept in a bounded LRU, so memory does not grow with
+    (from the motion cache, positioned reads) and kept in a bounded LRU, so memory does not grow with
     the corpus: motion (T, D) standardised with the train statistics; mel (4T, n_mels) standardised
     per clip; feature_mean / feature_std (F,), per-clip statistics of the syncer features (as the
     syncers saw them)."""
