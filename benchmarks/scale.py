@@ -106,7 +106,8 @@ def _json(path: Path, content: dict) -> None:
 
 
 LOADER = """
-import sys, time, numpy as np
+import sys, time, numpy as np, torch
+torch.set_num_threads(1)  # as the trainer rules run (threads: 1): on tiny tensors more threads cost
 from pathlib import Path
 import yaml
 from mssync.core.constants import STD_FLOOR
