@@ -19,12 +19,20 @@ import soundfile
 from helpers import CLIPS_DIR, crop_sample, make_raw, requires_clips, run_ffmpeg, video_frame_times
 
 from mssync.core.config import DownloadSettings
-from mssync.core.errors import ClipRejected
+from mssync.core.errors import ClipRejected, MediaError
 from mssync.core.records import OK, REJECTED, read_record, write_record
-from mssync.data.crop import Box, ProbeStats, check_av_durations, check_faces, crop_clip, face_box, probe_stats
+from mssync.data.crop import (
+    Box,
+    ProbeStats,
+    check_av_durations,
+    check_faces,
+    crop_clip,
+    face_box,
+    probe_stats,
+)
 from mssync.data.download import download_clip
 from mssync.data.manifest import read_manifest
-from mssync.media.ffmpeg import probe
+from mssync.media.ffmpeg import _frames_written, extract_audio, probe
 from mssync.media.landmarks import Face
 from mssync.media.mesh import N_LANDMARKS
 
@@ -459,6 +467,60 @@ def test_clip_that_was_not_downloaded_is_refused(tmp_path, crop_settings, landma
     assert not (tmp_path / "clips" / "gone.mp4").exists()
     with pytest.raises(ClipRejected, match="not downloaded"):
         crop_clip(raw_record=raw / "gone.json", out_dir=tmp_path / "clips", settings=crop_settings, landmarker=landmarker_settings, strict=True)
+
+
+# --------------------------------------------------------------------------- one encode run, one probe landmarker
+
+
+@requires_clips
+@pytest.mark.integration
+@pytest.mark.parametrize("speech", ["track", "separate"])
+def test_the_wav_written_beside_the_video_is_the_one_extract_audio_writes(tmp_path, speech, good, crop_settings,
+                                                                          landmarker_settings):
+    """The crop's one ffmpeg run writes the video and the speech; its wav is byte for byte the wav that
+    extract_audio alone writes for the same span (the two-run crop's), for a track and a separate file."""
+    trim = {"start_s": 1.0, "end_s": 3.5}
+    if speech == "track":
+        record, out_dir = crop_sample(tmp_path, "av", good, crop_settings, landmarker_settings, trim=trim)
+        source, offset = tmp_path / "raw" / "av.mp4", 0.0
+    else:
+        video, wav, _ = separate_files()
+        raw_record = make_raw_with_audio(tmp_path, "av", video, wav, trim=trim)
+        out_dir = tmp_path / "clips"
+        record = crop_clip(raw_record=raw_record, out_dir=out_dir, settings=crop_settings, landmarker=landmarker_settings)
+        source, offset = tmp_path / "raw" / "av.audio.wav", record["source"]["video_start_s"]
+    n, _ = assert_good_output(record, out_dir, crop_settings)
+    alone = tmp_path / "alone.wav"
+    extract_audio(source, alone, sample_rate=crop_settings.sample_rate, n_samples=record["output"]["samples"],
+                  start_s=record["span"]["start_s"] - offset)
+    assert (out_dir / record["output"]["audio"]).read_bytes() == alone.read_bytes()
+    assert n == 62  # 2.5 s at 25 fps, counted from what ffmpeg wrote (the file is not probed)
+
+
+@requires_clips
+@pytest.mark.integration
+def test_the_x264_preset_reaches_the_encoder(tmp_path, good, crop_settings, landmarker_settings):
+    """x264 writes its settings into the stream: `subme` is 0 for ultrafast, 2 for veryfast, 7 for medium."""
+    made = {}
+    for preset, subme in (("ultrafast", 0), ("veryfast", 2)):
+        settings = dataclasses.replace(crop_settings, x264_preset=preset)
+        record, out_dir = crop_sample(tmp_path / preset, "x", good, settings, landmarker_settings,
+                                      trim={"start_s": 0, "end_s": 2.5})
+        assert_good_output(record, out_dir, settings)
+        data = (out_dir / "x.mp4").read_bytes()
+        assert f" subme={subme} ".encode() in data and f"crf={crop_settings.video_crf}.0".encode() in data
+        made[preset] = record["output"]
+    assert made["ultrafast"]["frames"] == made["veryfast"]["frames"]
+    assert made["ultrafast"]["audio_sha256"] == made["veryfast"]["audio_sha256"]  # the preset touches the video only
+
+
+def test_frames_written_come_from_ffmpegs_final_progress_report():
+    report = b"frame=40\nfps=0.00\nprogress=continue\nframe=75\nout_time_us=3000000\nprogress=end\n"
+    assert _frames_written(report, "x.mp4") == 75
+    with pytest.raises(MediaError, match="without a final progress report"):
+        _frames_written(b"frame=40\nprogress=continue\n", "x.mp4")
+    with pytest.raises(MediaError, match="no video frame count"):
+        _frames_written(b"out_time_us=0\nprogress=end\n", "x.mp4")
 
 
 # --------------------------------------------------------------------------- speech in a separate file

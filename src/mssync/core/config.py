@@ -104,6 +104,7 @@ class CropSettings:
     second_face_ratio: float
     min_audio_rms_db: float
     video_crf: int
+    x264_preset: str
     max_av_duration_mismatch_s: float
 
 

@@ -28,6 +28,7 @@ from mssync.core.config import CropSettings, LandmarkerSettings
 from mssync.core.errors import ClipRejected, MediaError
 from mssync.core.records import OK, REJECTED, read_record, write_record
 from mssync.media.ffmpeg import (
+    AudioCut,
     AudioInfo,
     MediaInfo,
     encode_crop,
@@ -248,12 +249,6 @@ def _check_duration(span: Span, settings: CropSettings, what: str) -> int:
     return n_frames
 
 
-def _encoded_frames(path: Path) -> int:
-    """Frames actually written; a truncated source can end before its header says."""
-    info = probe(path)
-    return int(math.floor(info.duration_s * info.fps + 0.5))
-
-
 def crop_clip(
     *,
     raw_record: Path,
@@ -311,14 +306,19 @@ def _crop(
     audio_path = out_dir / f"{clip_id}.wav"
     samples_per_frame = settings.sample_rate // settings.fps
     with atomic_path(video_path) as tmp_video, atomic_path(audio_path) as tmp_audio:
-        encode_crop(raw, tmp_video, box=(box.x, box.y, box.side), size=settings.size, fps=settings.fps,
-                    n_frames=n_frames, crf=settings.video_crf, start_s=span.start_s)
-        written = _encoded_frames(tmp_video)
+        def cut_audio(frames: int) -> AudioCut:
+            return AudioCut(speech.path, tmp_audio, settings.sample_rate, frames * samples_per_frame,
+                            span.start_s - speech.offset_s)
+
+        # one ffmpeg run writes the video and the speech for n_frames, and says how many frames it wrote
+        written = encode_crop(raw, tmp_video, box=(box.x, box.y, box.side), size=settings.size, fps=settings.fps,
+                              n_frames=n_frames, crf=settings.video_crf, preset=settings.x264_preset,
+                              start_s=span.start_s, audio=cut_audio(n_frames))
         if written < n_frames:  # the source ended early (truncated): keep only what decodes
             log.warning("%s: source decodes to %d frames, expected %d", clip_id, written, n_frames)
             n_frames = _check_duration(Span(span.start_s, written / settings.fps), settings, "decodable video")
-        extract_audio(speech.path, tmp_audio, sample_rate=settings.sample_rate,
-                      n_samples=n_frames * samples_per_frame, start_s=span.start_s - speech.offset_s)
+            cut = cut_audio(n_frames)  # the speech again, cut to the frames there are
+            extract_audio(cut.src, cut.dst, sample_rate=cut.sample_rate, n_samples=cut.n_samples, start_s=cut.start_s)
         samples, _ = read_wav(tmp_audio)
         level = rms_dbfs(samples)
         if level < settings.min_audio_rms_db:

@@ -211,6 +211,18 @@ def iter_frames(
             log.warning("%s: ffmpeg decode exited %s: %s", path, code, stderr.splitlines()[-1:] or "")
 
 
+@dataclasses.dataclass(frozen=True)
+class AudioCut:
+    """A speech track cut to a clip: exactly `n_samples` of 16-bit mono PCM at `sample_rate`, read from
+    `src` from `start_s` on, written as a WAV to `dst` (see extract_audio)."""
+
+    src: str | Path
+    dst: str | Path
+    sample_rate: int
+    n_samples: int
+    start_s: float | None = None
+
+
 def encode_crop(
     src: str | Path,
     dst: str | Path,
@@ -220,34 +232,68 @@ def encode_crop(
     fps: int,
     n_frames: int,
     crf: int,
+    preset: str,
     start_s: float | None = None,
-) -> None:
-    """Crop the square `box` (x, y, side in displayed pixels), scale to size x size, force CFR.
+    audio: AudioCut | None = None,
+) -> int:
+    """Crop the square `box` (x, y, side in displayed pixels), scale to size x size, force CFR;
+    returns the number of frames written.
 
     The fps filter turns variable or foreign frame rates (30 fps, VFR) into exactly `fps`;
-    `frames:v` makes the frame count exact so audio and video agree downstream.
+    `frames:v` makes the frame count exact so audio and video agree downstream, unless the source
+    ends early (a truncated file): the count comes from ffmpeg's own progress report of what it
+    wrote, so nothing has to probe the new file. With `audio`, the same ffmpeg run also writes the
+    speech WAV (the output extract_audio would write), saving a process and a second read of the
+    source; a caller whose video came out short cuts the audio again to the frames written.
     """
     x, y, side = box
+    source = _input(src, start_s, None)
     stream = (
-        _input(src, start_s, None)
-        .video.filter("fps", fps=fps)
+        source.video.filter("fps", fps=fps)
         .filter("crop", side, side, x, y)
         .filter("scale", size, size, flags="lanczos")
         .filter("setsar", 1)
     )
-    out = ffmpeg.output(
+    outputs = [ffmpeg.output(
         stream,
         str(dst),
         vcodec="libx264",
         crf=crf,
-        preset="medium",
+        preset=preset,
         pix_fmt="yuv420p",
         movflags="+faststart",
         an=None,
         format="mp4",
         **{"frames:v": n_frames},
+    )]
+    if audio is not None:
+        same_input = Path(audio.src) == Path(src) and (audio.start_s or None) == (start_s or None)
+        speech = source if same_input else _input(audio.src, audio.start_s, None)
+        outputs.append(_audio_output(speech, audio))
+    report = _run(ffmpeg.merge_outputs(*outputs).global_args("-nostats", "-progress", "pipe:1"), dst)
+    return _frames_written(report, dst)
+
+
+def _frames_written(progress: bytes, dst: str | Path) -> int:
+    """The last `frame=` of ffmpeg's -progress report: frames of the first video output, once ended."""
+    lines = progress.decode("utf-8", "replace").splitlines()
+    if "progress=end" not in lines:
+        raise MediaError(f"{dst}: ffmpeg ended without a final progress report")
+    counts = [line.split("=", 1)[1] for line in lines if line.startswith("frame=")]
+    if not counts:
+        raise MediaError(f"{dst}: ffmpeg reported no video frame count")
+    return int(counts[-1])
+
+
+def _audio_output(source: ffmpeg.nodes.FilterableStream, cut: AudioCut) -> ffmpeg.nodes.OutputStream:
+    """`first_pts=0` keeps the audio on the video's timeline: audio that starts after the start
+    point is preceded by silence rather than pulled forward out of sync."""
+    stream = (
+        source.audio.filter("aresample", cut.sample_rate, **{"async": 1, "first_pts": 0})
+        .filter("apad", whole_len=cut.n_samples)
+        .filter("atrim", end_sample=cut.n_samples)
     )
-    _run(out, dst)
+    return ffmpeg.output(stream, str(cut.dst), acodec="pcm_s16le", ac=1, ar=cut.sample_rate, format="wav")
 
 
 def extract_audio(
@@ -258,28 +304,21 @@ def extract_audio(
     n_samples: int,
     start_s: float | None = None,
 ) -> None:
-    """16-bit mono PCM WAV of exactly n_samples (resampled, downmixed, padded or trimmed).
-
-    `first_pts=0` keeps the audio on the video's timeline: audio that starts after the start
-    point is preceded by silence rather than pulled forward out of sync.
-    """
-    stream = (
-        _input(src, start_s, None)
-        .audio.filter("aresample", sample_rate, **{"async": 1, "first_pts": 0})
-        .filter("apad", whole_len=n_samples)
-        .filter("atrim", end_sample=n_samples)
-    )
-    out = ffmpeg.output(stream, str(dst), acodec="pcm_s16le", ac=1, ar=sample_rate, format="wav")
-    _run(out, dst)
+    """16-bit mono PCM WAV of exactly n_samples (resampled, downmixed, padded or trimmed), on the
+    video's timeline (see _audio_output)."""
+    cut = AudioCut(src, dst, sample_rate, n_samples, start_s)
+    _run(_audio_output(_input(src, start_s, None), cut), dst)
 
 
-def _run(out: ffmpeg.nodes.OutputStream, dst: str | Path) -> None:
+def _run(out: ffmpeg.nodes.OutputStream, dst: str | Path) -> bytes:
+    """Run ffmpeg to its end; returns its stdout (the -progress report where asked for)."""
     try:
-        out.global_args("-nostdin", "-loglevel", "error").overwrite_output().run(
+        stdout, _ = out.global_args("-nostdin", "-loglevel", "error").overwrite_output().run(
             capture_stdout=True, capture_stderr=True
         )
     except ffmpeg.Error as exc:
         raise MediaError(f"{dst}: ffmpeg failed ({ffmpeg_error_message(exc)})") from None
+    return stdout
 
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
