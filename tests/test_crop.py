@@ -24,11 +24,14 @@ from mssync.core.records import OK, REJECTED, read_record, write_record
 from mssync.data.crop import (
     Box,
     ProbeStats,
+    Span,
     check_av_durations,
     check_faces,
     crop_clip,
     face_box,
+    probe_landmarker,
     probe_stats,
+    sample_faces,
 )
 from mssync.data.download import download_clip
 from mssync.data.manifest import read_manifest
@@ -512,6 +515,28 @@ def test_the_x264_preset_reaches_the_encoder(tmp_path, good, crop_settings, land
         made[preset] = record["output"]
     assert made["ultrafast"]["frames"] == made["veryfast"]["frames"]
     assert made["ultrafast"]["audio_sha256"] == made["veryfast"]["audio_sha256"]  # the preset touches the video only
+
+
+@requires_clips
+@pytest.mark.integration
+def test_one_probe_landmarker_for_many_clips_finds_what_a_fresh_one_finds(sample_clip, good, crop_settings,
+                                                                          landmarker_settings):
+    """IMAGE mode keeps no state between frames, so the shard job's one probe landmarker, after another
+    clip, gives the very faces a landmarker opened for this clip alone gives."""
+    def faces(landmarker, clip: Path):
+        info = probe(clip)
+        return sample_faces(info, Span(0.0, 3.0), crop_settings, landmarker)
+
+    with probe_landmarker(crop_settings, landmarker_settings) as shared:
+        faces(shared, sample_clip(OTHER))
+        reused = faces(shared, good)
+    with probe_landmarker(crop_settings, landmarker_settings) as fresh:
+        alone = faces(fresh, good)
+    assert len(reused) == len(alone) >= crop_settings.probe_frames and all(alone)
+    for seen, expected in zip(reused, alone):
+        assert len(seen) == len(expected)
+        for a, b in zip(seen, expected):
+            np.testing.assert_array_equal(a.landmarks, b.landmarks)
 
 
 def test_frames_written_come_from_ffmpegs_final_progress_report():

@@ -14,6 +14,7 @@ speech (or not all of it) and the clip is rejected.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -39,7 +40,7 @@ from mssync.media.ffmpeg import (
     read_wav,
     rms_dbfs,
 )
-from mssync.media.landmarks import Face, detect_faces, model_sha256, open_landmarker
+from mssync.media.landmarks import Face, ImageLandmarker, detect_faces, model_sha256
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +110,16 @@ def usable_span(info: MediaInfo, trim: dict | None) -> Span:
     return Span(start, max(0.0, min(end, video_end, audio_end) - start))
 
 
-def sample_faces(info: MediaInfo, span: Span, settings: CropSettings, landmarker_settings: LandmarkerSettings):
+def probe_landmarker(settings: CropSettings, landmarker_settings: LandmarkerSettings) -> ImageLandmarker:
+    """The face probe's IMAGE-mode landmarker; a shard job keeps one open for all its clips."""
+    return ImageLandmarker(landmarker_settings, num_faces=settings.max_faces)
+
+
+def sample_faces(info: MediaInfo, span: Span, settings: CropSettings, landmarker: ImageLandmarker):
     """Faces (largest first) on `probe_frames` frames spread evenly over the span."""
     rate = settings.probe_frames / max(span.duration_s, 1e-3)
     frames = iter_frames(info.path, info.display_size, fps=rate, start_s=span.start_s, duration_s=span.duration_s)
-    with open_landmarker(landmarker_settings, video=False, num_faces=settings.max_faces) as landmarker:
-        return [detect_faces(landmarker, frame) for frame in frames]
+    return [detect_faces(landmarker.get(), frame) for frame in frames]
 
 
 def probe_stats(faces_per_frame: list[list[Face]], size: tuple[int, int], settings: CropSettings) -> ProbeStats:
@@ -256,8 +261,12 @@ def crop_clip(
     settings: CropSettings,
     landmarker: LandmarkerSettings,
     strict: bool = False,
+    face_probe: ImageLandmarker | None = None,
 ) -> dict:
-    """Crop one downloaded clip; always writes `{out_dir}/{clip}.json`, media only when usable."""
+    """Crop one downloaded clip; always writes `{out_dir}/{clip}.json`, media only when usable.
+
+    `face_probe`: an open face-probe landmarker to use (a shard job passes one for all its clips);
+    without it, one is opened for this clip."""
     download = read_record(raw_record)
     clip_id = download["clip_id"]
     record_path = out_dir / f"{clip_id}.json"
@@ -266,7 +275,11 @@ def crop_clip(
     try:
         if download["status"] != OK:
             raise ClipRejected(f"not downloaded: {download.get('reason')}")
-        fields = _crop(raw_record.parent / download["file"], clip_id, download, out_dir, settings, landmarker, details)
+        with contextlib.ExitStack() as stack:
+            if face_probe is None:
+                face_probe = stack.enter_context(probe_landmarker(settings, landmarker))
+            fields = _crop(raw_record.parent / download["file"], clip_id, download, out_dir, settings, landmarker,
+                           face_probe, details)
     except ClipRejected as exc:
         log.warning("%s rejected: %s", clip_id, exc.reason)
         record = write_record(record_path, clip_id, STAGE, REJECTED, reason=exc.reason, **common, **details, **exc.details)
@@ -285,6 +298,7 @@ def _crop(
     out_dir: Path,
     settings: CropSettings,
     landmarker: LandmarkerSettings,
+    face_probe: ImageLandmarker,
     details: dict,
 ) -> dict:
     info = _probe_source(raw)
@@ -295,7 +309,7 @@ def _crop(
     details["span"] = dataclasses.asdict(span)
     n_frames = _check_duration(span, settings, "usable audio+video")
 
-    faces = sample_faces(info, span, settings, landmarker)
+    faces = sample_faces(info, span, settings, face_probe)
     stats = probe_stats(faces, info.display_size, settings)
     details["probe"] = stats.as_dict()
     check_faces(stats, settings)

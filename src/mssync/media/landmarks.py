@@ -89,6 +89,39 @@ def open_landmarker(
         landmarker.close()
 
 
+class ImageLandmarker:
+    """An IMAGE-mode FaceLandmarker opened on first use and kept open until `close()`, for a shard job
+    that looks at still frames of many clips (the crop's face probe).
+
+    IMAGE mode keeps nothing from one `detect` to the next (every frame runs the face detector
+    afresh), so one instance gives the same faces as a fresh one per clip, without loading the model
+    per clip. VIDEO mode is different: it tracks the face from the previous frame, so a tracker
+    carried into the next clip would start from the last clip's face; it is opened per clip."""
+
+    def __init__(self, settings: LandmarkerSettings, *, num_faces: int):
+        self.settings, self.num_faces = settings, num_faces
+        self._stack: contextlib.ExitStack | None = None
+        self._landmarker: object | None = None
+
+    def get(self) -> object:
+        if self._landmarker is None:
+            stack = contextlib.ExitStack()
+            self._landmarker = stack.enter_context(open_landmarker(self.settings, video=False, num_faces=self.num_faces))
+            self._stack = stack
+        return self._landmarker
+
+    def close(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+        self._stack, self._landmarker = None, None
+
+    def __enter__(self) -> "ImageLandmarker":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def to_mp_image(frame: np.ndarray) -> object:
     import mediapipe as mp
 
