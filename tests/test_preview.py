@@ -35,6 +35,7 @@ from mssync.features.features import extract_features
 from mssync.features.preview import source_text
 from mssync.features.schema import list_column_to_numpy, read_table, write_table
 from mssync.media import mesh
+from mssync.media.ffmpeg import iter_frames
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -174,6 +175,32 @@ def test_ok_sheet_draws_stored_landmarks_on_crop_frames(ok_clip: Clip, settings:
         # the outer lip contour passes through landmark 0 (upper lip centre)
         px, py = np.round(landmarks[frame, 0, :2] * preview.TILE).astype(int)
         assert sheet.getpixel((int(x0 + px), int(y0 + py))) == preview.LIP_COLOUR
+
+
+def crop_frames(crop_record: Path) -> dict[int, np.ndarray]:
+    """Every frame of the crop by number, as the features stage decodes them."""
+    output = read_record(crop_record)["output"]
+    video = crop_record.parent / output["video"]
+    return dict(enumerate(iter_frames(video, (output["size"], output["size"]), threads=1)))
+
+
+def test_a_sheet_from_already_decoded_frames_is_the_sheet_that_decodes_them(ok_clip: Clip, settings: Settings,
+                                                                             tmp_path: Path) -> None:
+    """The features job hands the preview the frames it decoded; the sheet is pixel for pixel the one
+    drawn by decoding the crop again, and a wanted frame that did not decode is said to be missing."""
+    kw = dict(raw_record=ok_clip.raw_record, crop_record=ok_clip.crop_record, features=ok_clip.features,
+              settings=settings.preview, landmarker=settings.landmarker)
+    preview.make_preview(out=tmp_path / "decoded.png", **kw)
+    frames = crop_frames(ok_clip.crop_record)
+    preview.make_preview(out=tmp_path / "given.png", frames=frames, **kw)
+    n = settings.preview.frames
+    decoded, given = open_sheet(tmp_path / "decoded.png", n), open_sheet(tmp_path / "given.png", n)
+    assert np.array_equal(np.asarray(decoded), np.asarray(given))
+
+    last = preview.preview_indices(read_record(ok_clip.crop_record), n)[-1]
+    preview.make_preview(out=tmp_path / "short.png", frames={i: f for i, f in frames.items() if i != last}, **kw)
+    short = open_sheet(tmp_path / "short.png", n - 1)
+    assert count(short, preview.REJECTED_TEXT, (0, 0, short.width, short.height - preview.grid_height(n - 1))) > 0
 
 
 def test_frames_without_a_face_are_marked_not_drawn(ok_clip: Clip, settings: Settings, tmp_path: Path) -> None:

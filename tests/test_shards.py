@@ -12,14 +12,18 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import CLIPS_DIR, REPO, requires_clips, run, tiny_params
+from PIL import Image
 
+from mssync.core.config import LandmarkerSettings, PreviewSettings, settings_from_mapping
 from mssync.core.errors import SetupError
 from mssync.core.integrity import sweep
 from mssync.core.records import OK, REJECTED, read_record, write_record
 from mssync.data.manifest import ClipEntry
 from mssync.data.shards import ClipOutcome, group_shards, run_shard, shard_count, shard_entries, shard_of, stage_guard
+from mssync.features.preview import make_preview
 
 IDS = [f"clip-{i:05d}" for i in range(1000)]
 
@@ -151,6 +155,14 @@ def test_a_shard_with_a_corrupt_clip_completes_the_others(tmp_path, monkeypatch)
     features = read_record(tmp_path / "data/features/shards/000of001.json")
     assert (tmp_path / "data/features/good.parquet").is_file()
     assert sorted(p.name for p in (tmp_path / "data/previews").iterdir()) == ["absent.png", "corrupt.png", "good.png"]
+    # the job drew the good clip's sheet from the frames its features decoded: the same pixels as decoding the crop
+    redrawn = tmp_path / "redrawn.png"
+    make_preview(raw_record=tmp_path / "data/raw/good.json", crop_record=tmp_path / "data/clips/good.json",
+                 features=tmp_path / "data/features/good.parquet", out=redrawn,
+                 settings=settings_from_mapping(PreviewSettings, params["preview"]),
+                 landmarker=settings_from_mapping(LandmarkerSettings, params["landmarker"]))
+    with Image.open(tmp_path / "data/previews/good.png") as made, Image.open(redrawn) as expected:
+        assert np.array_equal(np.asarray(made), np.asarray(expected))
     assert all((tmp_path / f).is_file() for f in features["files"])
     monkeypatch.chdir(tmp_path)  # shard records name files from the working directory
     assert sweep([], records=["data/clips/shards/000of001.json", "data/features/shards/000of001.json"]) == []

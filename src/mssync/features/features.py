@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -27,7 +27,7 @@ from mssync.core.logs import timed
 from mssync.core.records import OK, read_record
 from mssync.data.manifest import ClipEntry, read_manifest
 from mssync.data.shards import ClipOutcome, failure_reason, run_shard, shard_entries, stage_guard, stage_timer
-from mssync.features.preview import make_error_preview, make_preview
+from mssync.features.preview import make_error_preview, make_preview, preview_indices
 from mssync.features.schema import audio_frames_per_video_frame, features_table, write_table
 from mssync.media.audio import log_mel
 from mssync.media.ffmpeg import iter_frames, read_wav
@@ -92,8 +92,18 @@ def owned_mel(samples: np.ndarray, sample_rate: int, n_frames: int, k: int, sett
     return mel[: n_frames * k].reshape(n_frames, k, settings.n_mels)
 
 
-def extract_features(*, crop_record: Path, out: Path, settings: FeatureSettings, landmarker: LandmarkerSettings) -> dict:
-    """Write data/features/{clip}.parquet for one cropped clip; returns the metadata written."""
+def _seen(frames: Iterable[np.ndarray], see: Callable[[int, np.ndarray], None]) -> Iterator[np.ndarray]:
+    for index, frame in enumerate(frames):
+        see(index, frame)
+        yield frame
+
+
+def extract_features(*, crop_record: Path, out: Path, settings: FeatureSettings, landmarker: LandmarkerSettings,
+                     see_frame: Callable[[int, np.ndarray], None] | None = None) -> dict:
+    """Write data/features/{clip}.parquet for one cropped clip; returns the metadata written.
+
+    `see_frame(index, frame)` is called with every decoded crop frame (the shard job keeps the
+    preview's, so the preview does not decode the crop again)."""
     record = read_record(crop_record)
     if record["status"] != OK:
         raise MssyncError(f"{crop_record}: clip was rejected at the {record['stage']} stage ({record.get('reason')})")
@@ -109,6 +119,8 @@ def extract_features(*, crop_record: Path, out: Path, settings: FeatureSettings,
 
     size = (output["size"], output["size"])
     frames = iter_frames(crop_record.parent / output["video"], size, threads=1)
+    if see_frame is not None:
+        frames = _seen(frames, see_frame)
     with timed(log, f"{clip_id}: landmarks of {n_frames} frames"):
         track = track_faces(frames, n_frames, fps, landmarker, desc=clip_id)
     if track.decoded < n_frames:
@@ -164,18 +176,27 @@ class FeaturesJob:
         seconds: dict[str, float] = {}
         files: list[str] = []
         failure.unlink(missing_ok=True)
+        frames: dict[int, np.ndarray] | None = None  # the preview's frames, kept as the features decode them
         if record["status"] == OK:
+            wanted, frames = set(preview_indices(record, self.preview.frames)), {}
+
+            def keep(index: int, frame: np.ndarray) -> None:
+                if index in wanted:
+                    frames[index] = frame
+
             with stage_guard(failure, entry, STEP, self.strict, seconds):
-                extract_features(crop_record=crop_record, out=out, settings=self.features, landmarker=self.landmarker)
+                extract_features(crop_record=crop_record, out=out, settings=self.features, landmarker=self.landmarker,
+                                 see_frame=keep)
             if failure.is_file():  # a stale Parquet of earlier settings must not pass for this run's
                 out.unlink(missing_ok=True)
                 record = read_record(failure)
+                frames = None  # the decode may have stopped anywhere: the preview decodes for itself
             files.append(str(failure if failure.is_file() else out))
-        files.append(str(self._preview(entry, crop_record, out, failure, seconds)))
+        files.append(str(self._preview(entry, crop_record, out, failure, seconds, frames)))
         return ClipOutcome(entry.id, record["status"], record["stage"], record.get("reason"), files, seconds)
 
     def _preview(self, entry: ClipEntry, crop_record: Path, features: Path, failure: Path,
-                 seconds: dict[str, float]) -> Path:
+                 seconds: dict[str, float], frames: dict[int, np.ndarray] | None) -> Path:
         """The clip's contact sheet; a sheet saying why when drawing it fails (strict: the error)."""
         preview = self.previews_dir / f"{entry.id}.png"
         rejection = read_record(failure) if failure.is_file() else None
@@ -183,7 +204,7 @@ class FeaturesJob:
             try:
                 make_preview(raw_record=self.raw_dir / f"{entry.id}.json", crop_record=crop_record,
                              features=None if rejection else features, out=preview, settings=self.preview,
-                             landmarker=self.landmarker, rejection=rejection)
+                             landmarker=self.landmarker, rejection=rejection, frames=frames)
             except Exception as exc:
                 if self.strict:
                     raise
