@@ -26,16 +26,23 @@ GAN_ITERATIONS, GAN_EVAL_EVERY = 40, 5
 KILL_TIMEOUT_S = 600
 
 
-def _any(root: Path, pattern: str, predicate: Callable[[Path], bool] = Path.is_file) -> bool:
-    return any(predicate(path) for path in root.glob(pattern))
+def _written(root: Path, pattern: str, since: float) -> bool:
+    """A file matching `pattern` was written by this run (modified at or after `since`). A file
+    left by an earlier, killed run does not count: the no-sync generator needs no syncer, so it
+    can checkpoint while the syncers train and leave a generator.resume.pt behind that would
+    otherwise kill the next run before it printed anything."""
+    return any(path.is_file() and path.stat().st_mtime >= since for path in root.glob(pattern))
 
 
-# Where the pipeline is killed: (what is happening, a condition on the project that says it is).
-KILL_POINTS: list[tuple[str, Callable[[Path], bool]]] = [
-    ("per-clip phase: features being extracted", lambda r: _any(r, "data/features/*.parquet")),
-    ("syncer training: a syncer past its first checkpoint", lambda r: _any(r, "models/syncers/*/level*.resume.pt")),
-    ("syncer training: half the syncers done", lambda r: len(list(r.glob("models/syncers/*/level?.pt"))) >= 4),
-    ("GAN training: a generator past its first checkpoint", lambda r: _any(r, "models/**/generator.resume.pt")),
+# Where the pipeline is killed: (what is happening, a condition on the project and the run's start
+# time that says it is happening in this run).
+KILL_POINTS: list[tuple[str, Callable[[Path, float], bool]]] = [
+    ("per-clip phase: features being extracted", lambda r, t: _written(r, "data/features/*.parquet", t)),
+    ("syncer training: a syncer past its first checkpoint",
+     lambda r, t: _written(r, "models/syncers/*/level*.resume.pt", t)),
+    ("syncer training: half the syncers done",
+     lambda r, t: len(list(r.glob("models/syncers/*/level?.pt"))) >= 4 and _written(r, "models/syncers/*/level?.pt", t)),
+    ("GAN training: a generator past its first checkpoint", lambda r, t: _written(r, "models/**/generator.resume.pt", t)),
 ]
 
 
@@ -48,15 +55,16 @@ def _params() -> dict:
     return params
 
 
-def _run_until(root: Path, condition: Callable[[Path], bool]) -> tuple[bool, str]:
-    """Start the README's command; kill -9 it (and every job it started) once `condition` holds.
-    Returns (killed, its output); a run that finishes first is not killed."""
+def _run_until(root: Path, condition: Callable[[Path, float], bool]) -> tuple[bool, str]:
+    """Start the README's command; kill -9 it (and every job it started) once `condition` holds for
+    this run. Returns (killed, its output); a run that finishes first is not killed."""
+    started = time.time() - 0.02  # file times are taken from a clock a few ms coarser than time()
     proc = subprocess.Popen(README_COMMAND, cwd=root, env=tool_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.monotonic() + KILL_TIMEOUT_S
     killed = False
     while proc.poll() is None and time.monotonic() < deadline:
-        if condition(root):
+        if condition(root, started):
             os.killpg(proc.pid, signal.SIGKILL)
             killed = True
             break
