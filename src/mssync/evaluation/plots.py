@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -17,10 +18,17 @@ import numpy as np
 
 from mssync.core.atomic import atomic_path
 
+if TYPE_CHECKING:
+    from mssync.evaluation.stats import Interval
+
 DPI = 110
 WIDTH_IN = 9.0
 PANEL_HEIGHT_IN = 3.2
 SMOOTH_ITERATIONS = 25  # moving average over GAN iterations (per-iteration losses are noisy)
+FOREST_ROW_IN = 0.32  # height per forest-plot row: labels stay legible without crowding
+FOREST_MARGIN_IN = 1.2  # title (two lines) and x axis above and below the rows
+FOREST_GROUP_SEPARATOR = ": "  # "level0: MS-Sync - single-scale" -> group "level0"
+FOREST_STRONG, FOREST_WEAK = "tab:blue", "0.6"  # interval excludes the reference / does not
 
 
 def save(fig: plt.Figure, out: Path) -> Path:
@@ -144,4 +152,47 @@ def syncer_training(curves: list[Path], out: Path) -> Path:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
+    return save(fig, out)
+
+
+def forest_plot(
+    rows: list[tuple[str, Interval]], out: Path, *, title: str, reference: float = 0.0, xlabel: str
+) -> Path:
+    """One line per row, top to bottom: estimate dot and interval whisker, a vertical reference line.
+
+    Rows whose interval excludes the reference (a difference the data support) are drawn in a strong
+    colour, the rest in grey, and each row's numbers are written at its right. Rows whose labels share
+    a prefix before FOREST_GROUP_SEPARATOR (e.g. the sync level) are kept apart by a thin line.
+    """
+    if not rows:
+        raise ValueError(f"forest_plot needs at least one row ({out})")
+    labels = [label for label, _ in rows]
+    intervals = [interval for _, interval in rows]
+    y = np.arange(len(rows))[::-1]  # first row at the top
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, max(PANEL_HEIGHT_IN, FOREST_ROW_IN * len(rows) + FOREST_MARGIN_IN)))
+    for yi, interval in zip(y, intervals):
+        colour = FOREST_STRONG if interval.excludes(reference) else FOREST_WEAK
+        ax.plot([interval.low, interval.high], [yi, yi], color=colour, lw=2, solid_capstyle="butt")
+        ax.plot(interval.estimate, yi, "o", color=colour, markersize=5)
+        ax.annotate(
+            f"{interval.estimate:.3g} [{interval.low:.3g}, {interval.high:.3g}]",
+            (1.01, yi),
+            xycoords=("axes fraction", "data"),
+            va="center",
+            fontsize="small",
+            color=colour,
+        )
+    groups = [label.split(FOREST_GROUP_SEPARATOR, 1)[0] if FOREST_GROUP_SEPARATOR in label else "" for label in labels]
+    for i in range(1, len(rows)):
+        if groups[i] != groups[i - 1]:
+            ax.axhline(y[i] + 0.5, color="0.85", lw=0.8)
+    ax.axvline(reference, color="black", lw=0.8, ls="--")
+    ax.set_yticks(y, labels, fontsize="small")
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_xlabel(xlabel)
+    level = intervals[0].level
+    ax.set_title(
+        f"{title}\n{level:.0%} speaker-bootstrap intervals; coloured: excludes {reference:g}", fontsize="medium"
+    )
+    ax.grid(axis="x", alpha=0.3)
     return save(fig, out)
