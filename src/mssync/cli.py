@@ -15,12 +15,13 @@ from mssync.core.config import load_section
 from mssync.core.constants import GENERATOR_PATH, MOTION_SPACE_PATH
 from mssync.core.errors import MssyncError, require_artifact
 from mssync.core.logs import configure_logging, timed
+from mssync.core.reproducible import configure
 
 log = logging.getLogger("mssync")
 
 # Ranges of the numeric options that set no params.yaml value (those that do take the schema's:
 # schema_bound). Checked when the command line is parsed, before any work starts.
-THREADS = Bounded(int, 1, 256)  # torch threads: a few per core at most help
+THREADS = Bounded(int, 1, 256)  # torch and BLAS threads: a few per core at most help
 FRAME_INDEX = Bounded(int, 0, 10_000_000)  # a frame of a features Parquet (over 100 h at 25 fps)
 CACHE_HELP = "a split's motion cache prefix (data/motion/{split}, made by `mssync motion-cache`)"
 
@@ -77,6 +78,7 @@ def cmd_dataset(args: argparse.Namespace) -> None:
 
 
 def cmd_motion_space(args: argparse.Namespace) -> None:
+    configure(args.threads)
     from mssync.motion.motion_space import fit_motion_space
 
     fit_motion_space(train=Path(args.train), val=Path(args.val), test=Path(args.test), out=Path(args.out),
@@ -85,55 +87,49 @@ def cmd_motion_space(args: argparse.Namespace) -> None:
 
 
 def cmd_motion_cache(args: argparse.Namespace) -> None:
+    configure(args.threads)
     from mssync.motion.motion_cache import write_motion_cache
 
     write_motion_cache(split=Path(args.split), space_path=Path(args.space), prefix=Path(args.out))
 
 
 def cmd_train_syncer(args: argparse.Namespace) -> None:
-    import torch
-
+    configure(args.threads)
     from mssync.syncers.train import SyncersSection, train_syncer
 
-    torch.set_num_threads(args.threads)
     train_syncer(train=Path(args.train), val=Path(args.val), space_path=Path(args.space), out=Path(args.out),
                  metrics_tsv=Path(args.metrics), level=args.level, syncer_set=args.set,
                  syncers=_settings(args, SyncersSection), kernel=_settings(args, "pyramid").kernel)
 
 
 def cmd_eval_syncers(args: argparse.Namespace) -> None:
+    configure(args.threads)
     from mssync.syncers.evaluate import evaluate_syncers
 
     evaluate_syncers(test=Path(args.test), space_path=Path(args.space), models=_paths(args.models), out=Path(args.out))
 
 
 def cmd_train_gan(args: argparse.Namespace) -> None:
-    import torch
-
+    configure(args.threads)
     from mssync.gan.train import GanSettings, train_gan
 
-    torch.set_num_threads(args.threads)
     train_gan(train=Path(args.train), val=Path(args.val), space_path=Path(args.space), syncer_paths=_paths(args.syncers),
               out=Path(args.out), train_tsv=Path(args.train_curve), val_tsv=Path(args.val_curve),
               settings=_settings(args, GanSettings))
 
 
 def cmd_eval_gan(args: argparse.Namespace) -> None:
-    import torch
-
+    configure(args.threads)
     from mssync.gan.evaluate import evaluate_generator
 
-    torch.set_num_threads(args.threads)
     evaluate_generator(test=Path(args.test), space_path=Path(args.space), generator_path=Path(args.model),
                        syncer_paths=_paths(args.syncers), out=Path(args.out))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    import torch
-
+    configure(args.threads)
     from mssync.evaluation.evaluate import EvaluationSettings, evaluate
 
-    torch.set_num_threads(args.threads)
     evaluate(test=Path(args.test), space_path=Path(args.space), model=Path(args.model), ablations=_paths(args.ablations),
              syncer_paths=_paths(args.syncers), settings=_settings(args, EvaluationSettings),
              crop_size=_settings(args, "crop").size, out=Path(args.out), details_out=Path(args.details),
@@ -155,13 +151,11 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     require_audio_stream(args.audio)  # the inputs first: before the slow imports and the model
     _require_models(args)
-    import torch
-
+    configure(args.threads)
     from mssync.core.constants import SAMPLE_RATE
     from mssync.gan.generate import MotionGenerator, first_frame, generate_to_parquet
     from mssync.media.ffmpeg import decode_audio
 
-    torch.set_num_threads(args.threads)
     with timed(log, "loading the generator"):
         generator = MotionGenerator.load(args.model, args.space, device=args.device)
     first = first_frame(landmarks=_optional_path(args.landmarks),
@@ -172,11 +166,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_render_clips(args: argparse.Namespace) -> None:
-    import torch
-
+    configure(args.threads)
     from mssync.render.render import render_test_clips
 
-    torch.set_num_threads(args.threads)
     render_test_clips(test=Path(args.test), clips_dir=Path(args.clips_dir), model=Path(args.model),
                       space=Path(args.space), out_dir=Path(args.out_dir), metrics=Path(args.metrics),
                       settings=_settings(args, "render"), device=args.device)
@@ -203,13 +195,11 @@ def cmd_animate(args: argparse.Namespace) -> None:
                         crop.min_audio_rms_db)
         import gc
 
-        import torch
-
         from mssync.gan.generate import MotionGenerator
         from mssync.render.animate import animate_pairs
 
         gc.freeze()  # the imported modules stay for the process's life: keep the collector off them
-        torch.set_num_threads(args.threads)
+        configure(args.threads)
         with timed(log, "loading the generator"):
             generator = MotionGenerator.load(args.model, args.space, device=args.device)
         animate_pairs(pairs, single, generator=generator, settings=settings, landmarker=landmarker, crop=crop,
@@ -270,6 +260,7 @@ def _add_syncer_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test", required=True)
     p.add_argument("--out", required=True, help="models/motion_space.npz")
     p.add_argument("--metrics", required=True, help="JSON with the test-split reconstruction error")
+    p.add_argument("--threads", type=THREADS, default=1, help="BLAS threads")
     _add_settings(p, "motion", "crop")
     p.set_defaults(func=cmd_motion_space)
 
@@ -277,6 +268,7 @@ def _add_syncer_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", required=True, help="data/dataset/{split}.parquet")
     p.add_argument("--space", required=True, help="models/motion_space.npz")
     p.add_argument("--out", required=True, help="prefix data/motion/{split}: .motion.npy .valid.npy .mel.npy .clips.json")
+    p.add_argument("--threads", type=THREADS, default=1, help="BLAS threads")
     p.set_defaults(func=cmd_motion_cache)
 
     p = sub.add_parser("train-syncer", help="train one syncer level (resumes from its checkpoint)")
@@ -295,6 +287,7 @@ def _add_syncer_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test", required=True, help=CACHE_HELP)
     p.add_argument("--space", required=True)
     p.add_argument("--models", nargs="+", required=True, help="one set's syncers; each is scored with its own recipe")
+    p.add_argument("--threads", type=THREADS, default=1, help="torch threads")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_eval_syncers)
 
