@@ -30,6 +30,7 @@ import numpy as np
 
 from mssync.core import checkpoints
 from mssync.core.atomic import write_json_atomic, write_text_atomic
+from mssync.core.reproducible import provenance, training_runs
 from mssync.evaluation import lips
 from mssync.gan.evaluate import GROUND_TRUTH, MAIN, OTHER_AUDIO, STATIC, Track, build_variants, sync_metrics
 from mssync.gan.generate import MotionGenerator
@@ -157,10 +158,13 @@ def write_tables(metrics: dict, out_dir: Path) -> dict[str, Path]:
 # ------------------------------------------------------------------------------------- the stage
 
 
-def load_generators(model: Path, ablations: list[Path], space_path: Path) -> dict[str, MotionGenerator]:
+def generator_paths(model: Path, ablations: list[Path]) -> dict[str, Path]:
     """The main generator and each ablation (named by its folder: models/ablations/{name}/generator.pt)."""
-    paths = {MAIN: model, **{p.parent.name: p for p in ablations}}
-    return {name: MotionGenerator.load(p, space_path, device="cpu") for name, p in paths.items()}
+    return {MAIN: model, **{p.parent.name: p for p in ablations}}
+
+
+def load_generators(model: Path, ablations: list[Path], space_path: Path) -> dict[str, MotionGenerator]:
+    return {name: MotionGenerator.load(p, space_path, device="cpu") for name, p in generator_paths(model, ablations).items()}
 
 
 def evaluate(*, test: Path, space_path: Path, model: Path, ablations: list[Path], syncer_paths: list[Path],
@@ -180,15 +184,16 @@ def evaluate(*, test: Path, space_path: Path, model: Path, ablations: list[Path]
     ms_per_frame = 1000.0 / fps
     lips_summary, curves = lips_metrics(variants, space, crop_size, round(settings.lip_lag_ms / ms_per_frame),
                                         ms_per_frame)
+    run = {"run": provenance(), "training_runs": training_runs(generator_paths(model, ablations))}
     metrics = {"clips": len(clips), "frames": int(sum(len(c.motion) for c in clips.values())),
-               "sync": sync, "dynamics": motion_summary, "lips": lips_summary}
+               "sync": sync, "dynamics": motion_summary, "lips": lips_summary, **run}
     labels = {name: label(name, settings.ablations) for name in variants}
     details = {"clip_ids": sorted(clips), "variants": list(variants), "labels": labels,
                "sync_levels": {MAIN: checkpoints.load(model)["sync_levels"], **settings.ablations},
                "sync_per_clip": sync_per_clip, "speed_histograms": histograms, "mouth_audio_correlation": curves,
                "units": {"rotation": "deg, deg/s, deg/s^2", "translation": f"px of the {crop_size} crop (/s, /s^2)",
                          "offset": "video frames (positive: audio after motion)",
-                         "peak_lag_ms": "positive: mouth opening follows audio energy"}}
+                         "peak_lag_ms": "positive: mouth opening follows audio energy"}, **run}
     write_tables(metrics, tables_dir)
     plots.sync_bars(sync, labels, plots_dir / "sync_levels.png")
     plots.speed_histograms(histograms, labels, plots_dir / "pose_velocity.png")

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mssync.core.atomic import write_json_atomic
+from mssync.core.reproducible import provenance, training_runs
 from mssync.gan.generate import MotionGenerator
 from mssync.gan.model import AUDIO_PER_FRAME
 from mssync.motion.clips import ClipMotion
@@ -145,7 +146,8 @@ def evaluate_generator(*, test: Path, space_path: Path, generator_path: Path, sy
     clips = read_cache(test)
     variants = build_variants({MAIN: generator}, clips)
     summary, _ = sync_metrics([Syncer.load(p) for p in syncer_paths], variants, generator.space, max_offset_frames)
-    report: dict = {"split": str(test), "clips": len(clips), "levels": {}}
+    report: dict = {"split": str(test), "clips": len(clips), "levels": {}, "run": provenance(),
+                    "training_runs": training_runs({"generator": generator_path})}
     for key, by_variant in summary.items():
         result = report["levels"][key] = level_report(by_variant)
         log.info("%s LSE-C: generated %.3f | real %.3f | static %.3f | real + other audio %s", key,

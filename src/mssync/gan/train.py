@@ -23,6 +23,7 @@ from mssync.core.checkpoints import Curve, fingerprint, load_resume, save
 from mssync.core.constants import STD_FLOOR
 from mssync.core.device import pick_device, to_device
 from mssync.core.errors import MssyncError
+from mssync.core.reproducible import provenance
 from mssync.gan.model import (
     AUDIO_PER_FRAME,
     FrameDiscriminator,
@@ -43,7 +44,9 @@ from mssync.syncers.pyramid import AUDIO_WINDOW, MOTION_WINDOW, temporal_pyramid
 
 log = logging.getLogger(__name__)
 
-TRAIN_COLUMNS = ("iteration", "d_loss", "d_real", "d_fake", "g_total", "g_adv", "g_sync", "g_sup", "g_rec", "seconds")
+# No wall-clock column: the same run writes the same curve (timings are in the log; the run's threads
+# and device in the generator's "run").
+TRAIN_COLUMNS = ("iteration", "d_loss", "d_real", "d_fake", "g_total", "g_adv", "g_sync", "g_sup", "g_rec")
 VAL_COLUMNS = ("iteration", "val_sync_cos", "val_l2", "val_pose_velocity_ratio")
 SYNC_AUDIO_PAD = 4 * AUDIO_WINDOW  # audio rows added (replicated) at a track's end so every motion window has audio
 
@@ -288,7 +291,7 @@ def train_gan(*, train: Path, val: Path, space_path: Path, syncer_paths: list[Pa
         curve.start(state["curve_rows"][name] if state else 0)
 
     def write_model() -> None:
-        save({"generator": generator.state_dict(), "model": dataclasses.asdict(settings.model),
+        save({"generator": generator.state_dict(), "run": provenance(device), "model": dataclasses.asdict(settings.model),
               "motion_dim": space.dim, "n_mels": n_mels, "groups": motion_groups(space),
               "features": feature_settings(train), "rollout_pull": settings.rollout_pull,
               "motion_mean": torch.as_tensor(mean), "motion_std": torch.as_tensor(std),
@@ -334,13 +337,14 @@ def train_gan(*, train: Path, val: Path, space_path: Path, syncer_paths: list[Pa
                            "d_real": round(float(real_score[0].detach().mean()), 5), "d_fake": round(float(fake_score[0].detach().mean()), 5),
                            "g_total": round(float(g_loss), 5), "g_adv": round(float(adv), 5),
                            "g_sync": round(float(sync_loss), 5), "g_sup": round(float(sup), 5),
-                           "g_rec": round(float(rec_loss), 5), "seconds": round(time.perf_counter() - started, 2)})
+                           "g_rec": round(float(rec_loss), 5)})
         if iteration % settings.eval_every == 0 or iteration == settings.iterations:  # validate + checkpoint
             scores = validate(generator, sync, val_clips, settings, std, device)
             val_row = {"iteration": iteration, **{k: round(v, 5) for k, v in scores.items()}}
-            log.info("iteration %d: D %.3f | G adv %.3f sync %.3f sup %.3f rec %.4f | val sync %.3f l2 %.2f pose-vel x%.2f",
-                     iteration, float(d_loss), float(adv), float(sync_loss), float(sup), float(rec_loss),
-                     scores["val_sync_cos"], scores["val_l2"], scores["val_pose_velocity_ratio"])
+            log.info("iteration %d: D %.3f | G adv %.3f sync %.3f sup %.3f rec %.4f | val sync %.3f l2 %.2f pose-vel x%.2f"
+                     "; %.1f s", iteration, float(d_loss), float(adv), float(sync_loss), float(sup), float(rec_loss),
+                     scores["val_sync_cos"], scores["val_l2"], scores["val_pose_velocity_ratio"],
+                     time.perf_counter() - started)
             curves["train"].append(train_rows)
             curves["val"].append([val_row])
             train_rows = []

@@ -29,6 +29,7 @@ from mssync.core.atomic import atomic_path, write_json_atomic
 from mssync.core.config import RenderSettings
 from mssync.core.constants import FPS
 from mssync.core.errors import MssyncError
+from mssync.core.reproducible import provenance, training_runs
 from mssync.gan.generate import MotionGenerator
 from mssync.media.ffmpeg import iter_frames, open_video_writer, probe, read_wav
 from mssync.media.mesh import mediapipe_mesh
@@ -239,7 +240,8 @@ def render_test_clips(*, test: Path, clips_dir: Path, model: Path, space: Path, 
     keys = ("psnr_fill", "ssim_fill", "psnr_no_fill", "ssim_no_fill")
     summary = {key: float(np.mean([c[key] for c in per_clip.values() if c[key] is not None])) for key in keys}
     summary["identity_psnr_db_min"] = min(c["identity_psnr_db"] for c in per_clip.values())
-    report = {"split": str(test), "clips": per_clip, "mean": summary,
+    report = {"split": str(test), "clips": per_clip, "mean": summary, "run": provenance(generator.device),
+              "training_runs": training_runs({"generator": model}),
               "about": "warp fidelity: first frame warped by frame k's real landmarks vs real frame k, inside the "
                        "face oval; identity: the first frame warped by its own landmarks (PSNR capped at "
                        f"{PSNR_CAP_DB:.0f} dB)"}

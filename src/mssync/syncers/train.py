@@ -22,6 +22,7 @@ from tqdm import tqdm
 from mssync.core.checkpoints import Curve, fingerprint, load_resume, save
 from mssync.core.device import pick_device, to_device
 from mssync.core.errors import ConfigError, MssyncError
+from mssync.core.reproducible import provenance
 from mssync.motion.balance import ClipDraws, clip_probabilities, log_shares
 from mssync.motion.motion_cache import cache_index
 from mssync.motion.space import MotionSpace
@@ -31,7 +32,9 @@ from mssync.syncers.windows import LevelClip, evaluation_groups, prepare_level
 
 log = logging.getLogger(__name__)
 
-TSV_COLUMNS = ("epoch", "step", "margin", "train_loss", "train_top1", "val_loss", "val_top1", "val_chance", "seconds")
+# No wall-clock column: the same run writes the same curve (timings are in the log; the run's threads
+# and device in the model's "run").
+TSV_COLUMNS = ("epoch", "step", "margin", "train_loss", "train_top1", "val_loss", "val_top1", "val_chance")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +176,7 @@ def train_syncer(
 
     def write_model() -> None:
         save({"state_dict": best_model, "n_features": n_features, "n_mels": n_mels, "level": level,
-              "settings": settings_dict, "seed": seed, "kernel": kernel, "best": best}, out)
+              "settings": settings_dict, "seed": seed, "kernel": kernel, "best": best, "run": provenance(device)}, out)
 
     log.info("level %d: %d train clips (%d windows), %d val clips, %d features, device %s", level, len(train_clips),
              sum(len(c.starts) for c in train_clips), len(val_clips), n_features, device)
@@ -204,7 +207,7 @@ def train_syncer(
             row = {"epoch": curve.rows + 1, "step": step, "margin": round(margin, 5),
                    "train_loss": round(np.mean(running["loss"]), 5), "train_top1": round(np.mean(running["top1"]), 4),
                    "val_loss": round(scores["val_loss"], 5), "val_top1": round(scores["val_top1"], 4),
-                   "val_chance": round(scores["val_chance"], 4), "seconds": round(time.perf_counter() - started, 1)}
+                   "val_chance": round(scores["val_chance"], 4)}
             running = {"loss": [], "top1": []}
             better = (scores["val_top1"], -scores["val_loss"]) > (best["val_top1"], -best["val_loss"])
             if better or best_model is None:
@@ -216,9 +219,9 @@ def train_syncer(
                   "optimiser": optimiser.state_dict(), "step": step, "best": best, "best_model": best_model,
                   "curve_rows": curve.rows, "numpy_rng": rng.bit_generator.state,
                   "torch_rng": torch.get_rng_state()}, resume_path)
-            log.info("level %d step %d: train loss %.3f top-1 %.3f | val loss %.3f top-1 %.3f (chance %.3f)", level,
-                     step, row["train_loss"], row["train_top1"], scores["val_loss"], scores["val_top1"],
-                     scores["val_chance"])
+            log.info("level %d step %d: train loss %.3f top-1 %.3f | val loss %.3f top-1 %.3f (chance %.3f); %.1f s",
+                     level, step, row["train_loss"], row["train_top1"], scores["val_loss"], scores["val_top1"],
+                     scores["val_chance"], time.perf_counter() - started)
     progress.close()
     if not out.is_file():  # a finished run resumed: its model was deleted, its checkpoint holds it
         write_model()
