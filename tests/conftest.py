@@ -6,11 +6,26 @@ suite stays fast; the session-scoped `make_clip` caches each made clip by name f
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
 from pathlib import Path
 from typing import Callable
 
 import pytest
-from helpers import CLIPS_DIR, MODEL_PATH, REPO_ROOT, SHARED, TINY_DATASET_CLIPS, crop_sample, make_raw, run_ffmpeg
+from helpers import (
+    CLIPS_DIR,
+    MODEL_PATH,
+    REPO_ROOT,
+    SHARED,
+    TINY_DATASET_CLIPS,
+    crop_sample,
+    make_project,
+    make_raw,
+    output_digests,
+    run,
+    run_ffmpeg,
+    tiny_params,
+)
 
 from mssync.core.config import CropSettings, FeatureSettings, LandmarkerSettings, load_params
 
@@ -111,6 +126,26 @@ def tiny_dataset(tmp_path_factory, sample_clip, crop_settings, landmarker_settin
     test_clip = next(c for c, s in TINY_DATASET_CLIPS.items() if s == "test")
     return {"root": root, "split": split, "cache": cache, "space": space, "clips_dir": root / "clips",
             "features": root / "features" / f"{test_clip}.parquet", "wav": root / "clips" / f"{test_clip}.wav"}
+
+
+# --------------------------------------------------------------------------- the tiny pipeline
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyRun:
+    root: Path
+    proc: subprocess.CompletedProcess
+    outputs: dict[str, str]  # helpers.output_digests as the run left them, before any test changed the project
+
+
+@pytest.fixture(scope="session")
+def tiny_repro(tmp_path_factory) -> TinyRun:
+    """`dvc repro` of the tiny project (every phase, through Snakemake), once per session:
+    tests/test_workflow.py builds on it (and changes it), tests/test_reproducible.py compares what
+    it made with a second run's."""
+    root = make_project(tmp_path_factory.mktemp("dvc") / "project", tiny_params())
+    proc = run(["dvc", "repro"], root)
+    return TinyRun(root, proc, output_digests(root))
 
 
 # --------------------------------------------------------------------------- ffmpeg

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -145,6 +146,17 @@ def make_project(root: Path, params: dict) -> Path:
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "init"], root)
     run(["dvc", "init", "-q"], root)
     return root
+
+RUN_OUTPUTS = ("results", "models")  # what a run measured and trained (data/ shard records keep wall times)
+
+
+def output_digests(root: Path) -> dict[str, str]:
+    """sha256 of every file a pipeline run wrote under RUN_OUTPUTS, by path relative to `root`; dot
+    files are left out (Snakemake's directory stamps, the .gitignore files DVC adds)."""
+    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for top in RUN_OUTPUTS for path in sorted((root / top).rglob("*"))
+            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(root).parts)}
+
 
 SRC = REPO / "src"
 

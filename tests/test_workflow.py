@@ -35,10 +35,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def repro(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """`dvc repro` of the tiny project: both phases, through Snakemake."""
-    root = make_project(tmp_path_factory.mktemp("dvc") / "project", tiny_params())
-    return root, run(["dvc", "repro"], root)
+def repro(tiny_repro) -> tuple[Path, subprocess.CompletedProcess]:
+    """`dvc repro` of the tiny project: every phase, through Snakemake (conftest's, shared with
+    tests/test_reproducible.py)."""
+    return tiny_repro.root, tiny_repro.proc
 
 
 def test_dvc_repro_runs_pipeline_to_dataset(repro):
