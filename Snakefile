@@ -35,6 +35,7 @@ include: "workflow/rules/syncers.smk"
 include: "workflow/rules/gan.smk"
 include: "workflow/rules/render.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/crossval.smk"
 
 
 # Before Snakemake plans or locks (only in the run you started, never inside a job): clear the

@@ -35,6 +35,7 @@ import yaml
 from helpers import REPO, ROOT_PACKAGE, SRC, module_file, mssync_imports
 
 SNAKEFILE = REPO / "Snakefile"
+DVC_FILES = (REPO / "dvc.yaml", REPO / "workflow/crossval/dvc.yaml")  # the crossval pipeline lives apart
 SCHEMAS = REPO / "workflow" / "schemas"
 RULE_HEADER = re.compile(r"^(?:rule|checkpoint)\s+(\w+)\s*:|^use\s+rule\s+(\w+)\s+as\s+(\w+)")
 INCLUDE = re.compile(r"""^include:\s*["']([^"']+)["']""", re.MULTILINE)
@@ -312,7 +313,7 @@ def stage_closure(stage: dict) -> set[Path]:
 
 
 def dvc_stages() -> dict[str, dict]:
-    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    return {name: stage for path in DVC_FILES for name, stage in yaml.safe_load(path.read_text())["stages"].items()}
 
 
 def covers(deps: list[str], path: Path) -> bool:

@@ -195,6 +195,34 @@ def test_snakemake_is_up_to_date_after_dvc(repro):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
+def test_crossval_tests_every_speaker_once_scores_every_comparison_and_resumes(repro):
+    """`dvc repro` leaves crossval alone (its pipeline file is apart); the crossval DVC stage then runs
+    `snakemake crossval` on the tiny project (2 folds, 1 seed): every usable speaker is tested exactly
+    once, every level gets a measurability verdict and every comparison a paired interval, the
+    validated generator trained with weights from its fold's loss syncers, and after losing one
+    generator only that generator, its evaluation and the pooling are planned again."""
+    root, _ = repro
+    assert not (root / "crossval").exists()
+    run(["dvc", "repro", "workflow/crossval/dvc.yaml"], root)
+    summary = json.loads((root / "results/crossval/summary.json").read_text())
+    with (root / "data/dataset/splits.csv").open(newline="") as fh:
+        usable = sorted({row["speaker"] for row in csv.DictReader(fh)})
+    assert sorted(s for fold in summary["folds"].values() for s in fold["speakers"]) == usable
+    levels = [f"level{level}" for level in tiny_params()["pyramid"]["levels"]]
+    assert sorted(summary["measurability"]) == levels
+    compared = {(d["sync_level"], d["b"]) for d in summary["differences"]}
+    assert compared == {(lv, b) for lv in levels for b in ("single_scale", "no_sync", "validated", "static", "other_audio")}
+    for d in summary["differences"]:
+        assert d["low"] <= d["estimate"] <= d["high"] and d["verdict"] in ("higher", "lower", "not significant")
+    validated = torch.load(root / "crossval/fold0/models/seed0/ablations/validated/generator.pt", weights_only=True)
+    assert validated["sync_weighting"] == "validated" and set(validated["sync_weights"]) == set(range(len(levels)))
+    assert "What holds and what does not" in (root / "results/crossval/report.html").read_text()
+
+    (root / "crossval/fold1/models/seed0/ablations/no_sync/generator.pt").unlink()
+    jobs = planned_jobs(run(["snakemake", "-n", "--cores", "1", "crossval"], root).stdout)
+    assert jobs == {"crossval_gan_variant": 1, "crossval_evaluate": 1, "crossval": 1}, jobs
+
+
 NEW_ROW = ("vox2-00010,https://raw.githubusercontent.com/Hangz-nju-cuhk/Talking-Face_PC-AVS/"
            "201d2b946caa93a2ce7c798dd080be65959d2592/misc/Input.zip,"
            "8fdd6e3e657cd11617e2354ebbd00ec5e8592f407f114fb6a95a3c03898929d2,vox2-00010,Input/00010.mp4,0,5,,,\n")
@@ -277,7 +305,7 @@ def test_strict_makes_an_unobtainable_clip_fatal(tmp_path):
 
 def _snakemake_output_patterns() -> list[str]:
     text = "".join(p.read_text() for p in (REPO / "workflow/rules").glob("*.smk"))
-    return re.findall(r'"((?:data|models|results)/[^"]+)"', text)
+    return re.findall(r'"((?:data|models|results|crossval)/[^"]+)"', text)
 
 
 def _produced_by_a_rule(path: str, patterns: list[str]) -> bool:
@@ -291,7 +319,8 @@ def _produced_by_a_rule(path: str, patterns: list[str]) -> bool:
 
 def test_every_dvc_out_is_a_snakemake_target():
     """dvc.yaml and the Snakefile cannot drift: each out/metric/plot comes from a rule, each cmd is a rule."""
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    stages = {name: stage for path in (REPO / "dvc.yaml", REPO / "workflow/crossval/dvc.yaml")
+              for name, stage in yaml.safe_load(path.read_text())["stages"].items()}
     patterns = _snakemake_output_patterns()
     rules = run(["snakemake", "--list-rules"], REPO).stdout.split()
     for name, stage in stages.items():

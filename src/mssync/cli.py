@@ -70,11 +70,12 @@ def cmd_features(args: argparse.Namespace) -> None:
 
 
 def cmd_dataset(args: argparse.Namespace) -> None:
-    from mssync.features.dataset import build_dataset
+    from mssync.features.dataset import Fold, build_dataset
 
+    fold = None if args.fold is None else Fold(args.fold, _settings(args, "crossval"))
     build_dataset(manifest=Path(args.manifest), raw_dir=Path(args.raw_dir), clips_dir=Path(args.clips_dir),
                   features_dir=Path(args.features_dir), out_dir=Path(args.out_dir), rejected_csv=Path(args.rejected),
-                  settings=_settings(args, "dataset"), strict=args.strict)
+                  settings=_settings(args, "dataset"), strict=args.strict, fold=fold)
 
 
 def cmd_motion_space(args: argparse.Namespace) -> None:
@@ -134,6 +135,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
              syncer_paths=_paths(args.syncers), settings=_settings(args, EvaluationSettings),
              crop_size=_settings(args, "crop").size, out=Path(args.out), details_out=Path(args.details),
              tables_dir=Path(args.tables_dir), plots_dir=Path(args.plots_dir))
+
+
+def cmd_crossval(args: argparse.Namespace) -> None:
+    configure(1)  # numpy only, seeded bootstrap: one thread keeps the sums in one order
+    from mssync.evaluation.crossval import run_crossval
+
+    run_crossval(details=_paths(args.details), splits=_paths(args.splits), syncer_metrics=_paths(args.syncer_metrics),
+                 settings=_settings(args, "crossval"), out_dir=Path(args.out_dir))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -248,7 +257,9 @@ def _add_features_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--rejected", required=True, help="CSV of every rejected clip with its stage and reason")
     p.add_argument("--strict", action="store_true")
-    _add_settings(p, "dataset")
+    p.add_argument("--fold", type=Bounded(int, 0, 99), default=None,
+                   help="write cross-validation fold N (0-based; crossval settings) instead of the main split")
+    _add_settings(p, "dataset", "crossval")
     p.set_defaults(func=cmd_dataset)
 
 
@@ -346,6 +357,15 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plots-dir", required=True, help="PNG plots")
     _add_settings(p, "evaluation", "crop")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("crossval", help="pool the folds' held-out scores: speaker-bootstrap intervals, paired differences")
+    p.add_argument("--details", nargs="+", required=True, help="crossval/fold{k}/results/seed{s}/evaluation/details.json")
+    p.add_argument("--splits", nargs="+", required=True, help="crossval/fold{k}/data/dataset/splits.csv")
+    p.add_argument("--syncer-metrics", nargs="+", required=True,
+                   help="crossval/fold{k}/results/syncers/eval_metrics.json (per-clip retrieval: measurability)")
+    p.add_argument("--out-dir", required=True, help="summary.json, intervals.tsv, differences.tsv, forest.png, report.html")
+    _add_settings(p, "crossval")
+    p.set_defaults(func=cmd_crossval)
 
     p = sub.add_parser("report", help="results/report.html: tables, plots, training curves, videos (offline)")
     p.add_argument("--metrics", required=True)

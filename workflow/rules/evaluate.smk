@@ -32,11 +32,13 @@ rule evaluate:
         test=MOTION_CACHE["test"],
         evaluation=settings("evaluation"),
         crop=settings("crop"),
+        tables_dir="results/evaluation",
+        plots_dir="results/plots",
     shell:
         "mssync evaluate --test {params.test} --space {input.space} --model {input.model}"
         " --ablations {input.ablations} --syncers {input.syncers} --evaluation-settings {params.evaluation:q}"
         " --crop-settings {params.crop:q} --threads {threads} --out {output.metrics}"
-        " --details {output.details} --tables-dir results/evaluation --plots-dir results/plots > {log} 2>&1"
+        " --details {output.details} --tables-dir {params.tables_dir} --plots-dir {params.plots_dir} > {log} 2>&1"
 
 
 rule report:

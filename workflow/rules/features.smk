@@ -50,10 +50,12 @@ rule dataset:
         manifest=config["manifest"],
         settings=settings("dataset"),
         strict=STRICT,
+        out_dir="data/dataset",
+        fold="",  # crossval_dataset (crossval.smk): --fold N and the crossval settings
     shell:
         "mssync dataset --manifest {params.manifest} --raw-dir data/raw --clips-dir data/clips"
-        " --features-dir data/features --out-dir data/dataset --rejected {output.rejected}"
-        " --dataset-settings {params.settings:q} {params.strict} > {log} 2>&1"
+        " --features-dir data/features --out-dir {params.out_dir} --rejected {output.rejected}"
+        " --dataset-settings {params.settings:q} {params.fold} {params.strict} > {log} 2>&1"
 
 
 FEATURES_TARGETS = FEATURES_RECORDS + DATASET

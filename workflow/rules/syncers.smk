@@ -38,9 +38,11 @@ rule motion_cache:
     resources:
         mem_mb=2000,
         runtime=60,
+    params:
+        out=lambda wildcards: MOTION_CACHE[wildcards.split],
     shell:
         "mssync motion-cache --split {input.split} --space {input.space}"
-        " --out data/motion/{wildcards.split} > {log} 2>&1"
+        " --out {params.out} > {log} 2>&1"
 
 
 rule syncer:

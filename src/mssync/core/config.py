@@ -128,6 +128,19 @@ class DatasetSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class CrossvalSettings:
+    """Speaker-disjoint cross-validation (workflow/rules/crossval.smk, mssync.evaluation.crossval)."""
+
+    folds: int
+    seeds: list[int]  # generator seeds trained per fold (gan.seed replaced)
+    seed: int  # speaker -> fold hash seed
+    val_fraction: float  # inner validation: this share of the training folds' speakers
+    variants: dict[str, dict]  # generators beyond MS-Sync and the ablations: name -> gan overrides
+    bootstrap_samples: int
+    interval: float  # e.g. 0.95
+
+
+@dataclasses.dataclass(frozen=True)
 class PreviewSettings:
     frames: int
 
@@ -177,6 +190,7 @@ SECTIONS: dict[str, type] = {
     "crop": CropSettings,
     "features": FeatureSettings,
     "dataset": DatasetSettings,
+    "crossval": CrossvalSettings,
     "preview": PreviewSettings,
     "motion": MotionSettings,
     "pyramid": PyramidSettings,

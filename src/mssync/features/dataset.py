@@ -3,6 +3,11 @@
 The split is a pure function of (speaker names, seed, fractions, manifest pins), so it is the
 same on every machine and every run; no speaker ever appears in two splits. Every clip of the
 manifest ends up either in a split or in data/rejected.csv with the stage and reason.
+
+With a fold (cross-validation, `crossval`), the same files are written for one of K
+speaker-disjoint folds: its speakers are the test split, a share of the other folds' speakers the
+inner validation split, the rest train. Manifest pins are ignored there: every speaker must be
+tested exactly once.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mssync.core.atomic import write_text_atomic
-from mssync.core.config import DatasetSettings
+from mssync.core.config import CrossvalSettings, DatasetSettings
 from mssync.core.errors import ClipRejected, MssyncError
 from mssync.core.integrity import DamagedFile
 from mssync.core.records import OK, read_record, write_rejected_csv
@@ -118,6 +123,42 @@ def assign_splits(speakers: dict[str, str | None], settings: DatasetSettings) ->
     return assignment
 
 
+@dataclasses.dataclass(frozen=True)
+class Fold:
+    """Which cross-validation fold to write (0-based) and how the folds are made."""
+
+    index: int
+    crossval: CrossvalSettings
+
+
+def speaker_folds(speakers: list[str], crossval: CrossvalSettings) -> dict[str, int]:
+    """speaker -> fold, dealt round-robin in seeded hash order: fold sizes (in speakers) differ by at
+    most one, and the assignment does not depend on clip counts or manifest order."""
+    if len(speakers) < crossval.folds:
+        raise MssyncError(f"{len(speakers)} usable speakers cannot fill crossval.folds {crossval.folds} "
+                          f"(each fold needs at least one test speaker)")
+    order = sorted(speakers, key=lambda s: _speaker_rank(s, crossval.seed))
+    return {speaker: i % crossval.folds for i, speaker in enumerate(order)}
+
+
+def assign_fold_splits(speakers: list[str], fold: Fold) -> dict[str, str]:
+    """speaker -> split for one fold: its speakers test; of the others, round(val_fraction * n) (at
+    least one) val, picked in a hash order that differs per fold so folds do not share a val set."""
+    folds = speaker_folds(speakers, fold.crossval)
+    if not 0 <= fold.index < fold.crossval.folds:
+        raise MssyncError(f"fold {fold.index} is not one of crossval.folds {fold.crossval.folds} (0-based)")
+    rest = sorted((s for s in speakers if folds[s] != fold.index),
+                  key=lambda s: _speaker_rank(s, fold.crossval.seed * 1_000_003 + fold.index + 1))
+    n_val = max(1, round(len(rest) * fold.crossval.val_fraction))
+    if n_val >= len(rest):
+        raise MssyncError(f"fold {fold.index}: {len(rest)} speakers outside the fold leave none to train on "
+                          f"after {n_val} for validation")
+    assignment = {s: "test" for s in speakers if folds[s] == fold.index}
+    assignment.update({s: "val" for s in rest[:n_val]})
+    assignment.update({s: "train" for s in rest[n_val:]})
+    return assignment
+
+
 def _merged_metadata(metas: list[dict], split: str, clip_ids: list[str]) -> dict:
     first = metas[0]
     for meta in metas[1:]:
@@ -176,12 +217,13 @@ def _splits_csv(rows: list[dict]) -> str:
 
 
 def build_dataset(*, manifest: Path, raw_dir: Path, clips_dir: Path, features_dir: Path, out_dir: Path,
-                  rejected_csv: Path, settings: DatasetSettings, strict: bool = False) -> dict[str, list[str]]:
+                  rejected_csv: Path, settings: DatasetSettings, strict: bool = False,
+                  fold: Fold | None = None) -> dict[str, list[str]]:
     entries = read_manifest(manifest)
     usable, rejected = triage(entries, raw_dir, clips_dir, features_dir, settings)
     by_split: dict[str, list[str]] = {}
     if usable and not (strict and rejected):
-        by_split, damaged = _write_splits(usable, out_dir, settings)
+        by_split, damaged = _write_splits(usable, out_dir, settings, fold)
         rejected += damaged
     write_rejected_csv(rejected_csv, rejected)
     for row in rejected:
@@ -193,14 +235,15 @@ def build_dataset(*, manifest: Path, raw_dir: Path, clips_dir: Path, features_di
     return by_split
 
 
-def _write_splits(usable: list[UsableClip], out_dir: Path,
-                  settings: DatasetSettings) -> tuple[dict[str, list[str]], list[dict[str, str]]]:
-    """Assign speakers to splits and write the split files and splits.csv. Returns each split's
-    clips and the rejections of clips whose features turned out unreadable on the full read."""
+def _write_splits(usable: list[UsableClip], out_dir: Path, settings: DatasetSettings,
+                  fold: Fold | None = None) -> tuple[dict[str, list[str]], list[dict[str, str]]]:
+    """Assign speakers to splits (the main split, or one cross-validation fold's) and write the split
+    files and splits.csv. Returns each split's clips and the rejections of clips whose features
+    turned out unreadable on the full read."""
     speakers: dict[str, str | None] = {}
     for clip in usable:
         speakers[clip.entry.speaker] = speakers.get(clip.entry.speaker) or clip.entry.split
-    assignment = assign_splits(speakers, settings)
+    assignment = assign_splits(speakers, settings) if fold is None else assign_fold_splits(list(speakers), fold)
     by_split: dict[str, list[str]] = {}
     rows, damaged = [], []
     for split in SPLITS:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from mssync.core.checkpoints import Curve, fingerprint, load_resume, save
+from mssync.core.checkpoints import load as load_checkpoint
 from mssync.core.constants import STD_FLOOR
 from mssync.core.device import pick_device, to_device
 from mssync.core.errors import MssyncError
@@ -64,6 +65,7 @@ class GanSettings:
     eval_every: int
     val_frames: int
     sync_levels: list[int]
+    sync_weighting: str  # uniform | validated (validated_sync_weights)
     loss_weights: dict[str, float]
     observed_frames: int
     generated_frames: int
@@ -76,7 +78,8 @@ class GanSettings:
     def from_params(cls, gan: dict) -> "GanSettings":
         preset = gan["presets"][gan["preset"]]
         return cls(model=GeneratorSettings(**preset["model"]), **{k: v for k, v in preset.items() if k != "model"},
-                   sync_levels=list(gan["sync_levels"]), loss_weights=dict(gan["loss_weights"]),
+                   sync_levels=list(gan["sync_levels"]), sync_weighting=gan["sync_weighting"],
+                   loss_weights=dict(gan["loss_weights"]),
                    observed_frames=gan["observed_frames"], generated_frames=gan["generated_frames"],
                    rollout_pull=gan["rollout_pull"], seed=gan["seed"], max_speaker_share=gan["max_speaker_share"],
                    device=gan["device"])
@@ -156,12 +159,32 @@ def sample_batch(clips: list[GanClip], s: GanSettings, rng: np.random.Generator,
     }
 
 
-class SyncLoss(torch.nn.Module):
-    """-mean cosine of the frozen syncers over every stride-1 window of a track, per level."""
+def validated_sync_weights(paths: list[Path]) -> dict[int, float]:
+    """gan.sync_weighting: validated. A level's weight is its loss syncer's validation top-1 lift
+    above chance, (top-1 - chance) / (1 - chance), clipped at 0 and divided by the best level's lift:
+    the level that measures sync best keeps the paper's weight, a level at chance gets none (its
+    gradient would be noise), and with no level above chance the sync loss is off."""
+    lifts = {}
+    for path in paths:
+        blob = load_checkpoint(path)
+        best = blob.get("best", {})
+        if "val_chance" not in best:
+            raise MssyncError(f"{path}: the checkpoint has no validation chance level (trained before "
+                              f"gan.sync_weighting existed); retrain the syncer")
+        lifts[int(blob["level"])] = max(0.0, (best["val_top1"] - best["val_chance"]) / (1.0 - best["val_chance"]))
+    top = max(lifts.values(), default=0.0)
+    return {level: (lift / top if top > 0 else 0.0) for level, lift in sorted(lifts.items())}
 
-    def __init__(self, syncers: dict[int, Syncer], space: MotionSpace, mean: np.ndarray, std: np.ndarray, kernel: int):
+
+class SyncLoss(torch.nn.Module):
+    """-mean cosine of the frozen syncers over every stride-1 window of a track, per level; with
+    `level_weights`, each level's mean is weighted (still divided by the number of levels)."""
+
+    def __init__(self, syncers: dict[int, Syncer], space: MotionSpace, mean: np.ndarray, std: np.ndarray, kernel: int,
+                 level_weights: dict[int, float] | None = None):
         super().__init__()
         self.syncers = torch.nn.ModuleDict({str(level): m for level, m in syncers.items()})
+        self.level_weights = {level: float((level_weights or {}).get(level, 1.0)) for level in syncers}
         weight, bias = space.syncer_matrix()
         self.register_buffer("weight", torch.as_tensor(weight, dtype=torch.float32))  # motion -> syncer features
         self.register_buffer("bias", torch.as_tensor(bias, dtype=torch.float32))
@@ -194,7 +217,7 @@ class SyncLoss(torch.nn.Module):
         scores = self.scores(track, mel, f_mean, f_std)
         if not scores:
             raise MssyncError(f"a {track.shape[1]}-frame track has no window at sync levels {list(self.syncers)}")
-        return -torch.stack([s.mean() for s in scores.values()]).mean()
+        return -torch.stack([self.level_weights[level] * s.mean() for level, s in scores.items()]).mean()
 
 
 def feature_settings(cache: Path) -> dict:
@@ -269,7 +292,10 @@ def train_gan(*, train: Path, val: Path, space_path: Path, syncer_paths: list[Pa
     generator = Generator(space.dim, n_mels, motion_groups(space), settings.model).to(device)
     seq_d = SequenceDiscriminator(space.dim, settings.model).to(device)
     frame_d = FrameDiscriminator(space.dim, settings.model).to(device)
-    sync = SyncLoss(syncers, space, mean, std, kernel).to(device)
+    weights = validated_sync_weights(syncer_paths) if settings.sync_weighting == "validated" else None
+    if weights is not None:
+        log.info("validated sync weights by level: %s", {level: round(w, 3) for level, w in weights.items()})
+    sync = SyncLoss(syncers, space, mean, std, kernel, weights).to(device)
     opt_g = torch.optim.Adam(generator.parameters(), lr=settings.lr_g, betas=(0.0, 0.999))
     opt_d = torch.optim.Adam([*seq_d.parameters(), *frame_d.parameters()], lr=settings.lr_d, betas=(0.0, 0.999))
 
@@ -295,7 +321,8 @@ def train_gan(*, train: Path, val: Path, space_path: Path, syncer_paths: list[Pa
               "motion_dim": space.dim, "n_mels": n_mels, "groups": motion_groups(space),
               "features": feature_settings(train), "rollout_pull": settings.rollout_pull,
               "motion_mean": torch.as_tensor(mean), "motion_std": torch.as_tensor(std),
-              "iteration": iteration, "sync_levels": list(settings.sync_levels), "seed": seed}, out)
+              "iteration": iteration, "sync_levels": list(settings.sync_levels), "seed": seed,
+              "sync_weighting": settings.sync_weighting, "sync_weights": sync.level_weights}, out)
 
     w = settings.loss_weights
     obs = settings.observed_frames

@@ -32,19 +32,28 @@ def bootstrap_interval(values: np.ndarray, seed: int = 0, level: float = 0.95) -
 
 @torch.no_grad()
 def retrieval(model: Syncer, clips: list[LevelClip], group_size: int) -> dict:
+    """Pooled over queries, and per clip (`per_clip`: top-1, chance, queries), so cross-validation
+    can ask whether the level beats chance with speakers, not queries, as the unit."""
     hits, chance, ks = [], [], []
+    by_source: dict[str, tuple[list, list]] = {}  # phase-shifted copies count for the clip they come from
     for clip in clips:
+        clip_hits, clip_chance = by_source.setdefault(clip.source, ([], []))
         for starts in evaluation_groups(clip, group_size):
             m, a = model(*clip.windows(starts))
-            hits += (torch.argmax(m @ a.T, dim=1) == torch.arange(len(starts))).tolist()
+            found = (torch.argmax(m @ a.T, dim=1) == torch.arange(len(starts))).tolist()
+            clip_hits += found
+            clip_chance += [1 / len(starts)] * len(starts)
+            hits += found
             chance += [1 / len(starts)] * len(starts)
             ks.append(len(starts))
+    per_clip = {source: {"top1": float(np.mean(h)), "chance": float(np.mean(c)), "queries": len(h)}
+                for source, (h, c) in sorted(by_source.items()) if h}
     hits_arr = np.array(hits, float)
     low, high = bootstrap_interval(hits_arr) if len(hits_arr) else (math.nan, math.nan)
     top1, base = float(hits_arr.mean()), float(np.mean(chance))
     return {"top1": top1, "chance": base, "ratio_to_chance": top1 / base, "ci95": [low, high],
             "queries": len(hits), "K_max": int(max(ks)), "K_mean": float(np.mean(ks)),
-            "above_chance": bool(low > base)}
+            "above_chance": bool(low > base), "per_clip": per_clip}
 
 
 @torch.no_grad()

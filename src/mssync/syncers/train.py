@@ -211,7 +211,8 @@ def train_syncer(
             running = {"loss": [], "top1": []}
             better = (scores["val_top1"], -scores["val_loss"]) > (best["val_top1"], -best["val_loss"])
             if better or best_model is None:
-                best = {"val_top1": scores["val_top1"], "val_loss": scores["val_loss"], "step": step}
+                best = {"val_top1": scores["val_top1"], "val_loss": scores["val_loss"], "step": step,
+                        "val_chance": scores["val_chance"]}  # gan.sync_weighting: validated reads the lift
                 best_model = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
                 write_model()
             curve.append([row])
