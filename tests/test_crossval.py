@@ -99,7 +99,7 @@ def test_validated_weights_need_the_chance_level_in_the_checkpoint(tmp_path):
 def _fold_files(root: Path, fold: int, clips: dict[str, str], seeds: list[int], lse: dict[str, float],
                 rng: np.random.Generator) -> tuple[list[Path], Path, Path]:
     """A fold's splits.csv (its clips as test), one details.json per seed and eval syncer metrics."""
-    base = root / f"crossval/fold{fold}"
+    base = root / f"folds/fold{fold}"
     (base / "data/dataset").mkdir(parents=True)
     with (base / "data/dataset/splits.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)

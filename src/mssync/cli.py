@@ -359,10 +359,10 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("crossval", help="pool the folds' held-out scores: speaker-bootstrap intervals, paired differences")
-    p.add_argument("--details", nargs="+", required=True, help="crossval/fold{k}/results/seed{s}/evaluation/details.json")
-    p.add_argument("--splits", nargs="+", required=True, help="crossval/fold{k}/data/dataset/splits.csv")
+    p.add_argument("--details", nargs="+", required=True, help="folds/fold{k}/results/seed{s}/evaluation/details.json")
+    p.add_argument("--splits", nargs="+", required=True, help="folds/fold{k}/data/dataset/splits.csv")
     p.add_argument("--syncer-metrics", nargs="+", required=True,
-                   help="crossval/fold{k}/results/syncers/eval_metrics.json (per-clip retrieval: measurability)")
+                   help="folds/fold{k}/results/syncers/eval_metrics.json (per-clip retrieval: measurability)")
     p.add_argument("--out-dir", required=True, help="summary.json, intervals.tsv, differences.tsv, forest.png, report.html")
     _add_settings(p, "crossval")
     p.set_defaults(func=cmd_crossval)

@@ -1,16 +1,18 @@
 # Phase "crossval" (target `crossval`; not part of `all`): K speaker-disjoint folds. Per fold, the
-# main pipeline's rules again under crossval/fold{fold}/: the fold's dataset (its speakers are the
+# main pipeline's rules again under folds/fold{fold}/: the fold's dataset (its speakers are the
 # test split, a share of the others the inner validation split), the motion space fitted on the
 # fold's train split, both syncer sets, and per seed MS-Sync, its ablations and the extra variants
 # (crossval.variants), all scored on the fold's held-out speakers. Folds, seeds and variants are
 # wildcards, so a cluster runs them side by side. `mssync crossval` then pools every fold: each
 # usable speaker is tested exactly once, and every number gets a speaker-level bootstrap interval.
+# (The folds live in folds/, not crossval/: Snakemake takes an existing path named like a target for
+# that target, so after one run `snakemake crossval` would find "crossval" present and do nothing.)
 import shlex
 
 CROSSVAL = config["crossval"]
 FOLDS = list(range(CROSSVAL["folds"]))
 CV_SEEDS = CROSSVAL["seeds"]
-CV_ROOT = "crossval/fold{fold}"
+CV_ROOT = "folds/fold{fold}"
 # Generators other than MS-Sync: the ablations (sync levels replaced) and the extra variants
 # (any gan overrides, e.g. sync_weighting: validated), each trained per fold and seed.
 CV_VARIANTS = {
@@ -58,14 +60,14 @@ use rule dataset as crossval_dataset with:
         table=cv("data/dataset/splits.csv"),
         rejected=cv("data/rejected.csv"),
     log:
-        "logs/crossval/fold{fold}/dataset.log",
+        "logs/folds/fold{fold}/dataset.log",
     benchmark:
-        "logs/benchmarks/crossval/fold{fold}/dataset.tsv"
+        "logs/benchmarks/folds/fold{fold}/dataset.tsv"
     params:
         manifest=config["manifest"],
         settings=settings("dataset"),
         strict=STRICT,
-        out_dir=lambda wildcards: f"crossval/fold{wildcards.fold}/data/dataset",
+        out_dir=lambda wildcards: f"folds/fold{wildcards.fold}/data/dataset",
         fold=lambda wildcards: f"--fold {wildcards.fold} --crossval-settings "
         + shlex.quote(settings("crossval")),
 
@@ -77,9 +79,9 @@ use rule motion_space as crossval_motion_space with:
         space=cv(MOTION_SPACE),
         metrics=cv("results/motion_space.json"),
     log:
-        "logs/crossval/fold{fold}/motion_space.log",
+        "logs/folds/fold{fold}/motion_space.log",
     benchmark:
-        "logs/benchmarks/crossval/fold{fold}/motion_space.tsv"
+        "logs/benchmarks/folds/fold{fold}/motion_space.tsv"
 
 
 use rule motion_cache as crossval_motion_cache with:
@@ -89,11 +91,11 @@ use rule motion_cache as crossval_motion_cache with:
     output:
         [cv(f"data/motion/{{split}}{ext}") for ext in CACHE_EXTS],
     log:
-        "logs/crossval/fold{fold}/motion_cache/{split}.log",
+        "logs/folds/fold{fold}/motion_cache/{split}.log",
     benchmark:
-        "logs/benchmarks/crossval/fold{fold}/motion_cache/{split}.tsv"
+        "logs/benchmarks/folds/fold{fold}/motion_cache/{split}.tsv"
     params:
-        out=lambda wildcards: f"crossval/fold{wildcards.fold}/data/motion/{wildcards.split}",
+        out=lambda wildcards: f"folds/fold{wildcards.fold}/data/motion/{wildcards.split}",
 
 
 use rule syncer as crossval_syncer with:
@@ -105,12 +107,12 @@ use rule syncer as crossval_syncer with:
         model=cv("models/syncers/{set}/level{level}.pt"),
         curve=cv("results/syncers/curves/{set}_level{level}.tsv"),
     log:
-        "logs/crossval/fold{fold}/syncers/{set}_level{level}.log",
+        "logs/folds/fold{fold}/syncers/{set}_level{level}.log",
     benchmark:
-        "logs/benchmarks/crossval/fold{fold}/syncers/{set}_level{level}.tsv"
+        "logs/benchmarks/folds/fold{fold}/syncers/{set}_level{level}.tsv"
     params:
-        train=lambda wildcards: f"crossval/fold{wildcards.fold}/data/motion/train",
-        val=lambda wildcards: f"crossval/fold{wildcards.fold}/data/motion/val",
+        train=lambda wildcards: f"folds/fold{wildcards.fold}/data/motion/train",
+        val=lambda wildcards: f"folds/fold{wildcards.fold}/data/motion/val",
         syncers=settings("syncers"),
         pyramid=settings("pyramid"),
 
@@ -123,11 +125,11 @@ use rule syncer_metrics as crossval_syncer_metrics with:
     output:
         cv("results/syncers/{set}_metrics.json"),
     log:
-        "logs/crossval/fold{fold}/syncers/{set}_metrics.log",
+        "logs/folds/fold{fold}/syncers/{set}_metrics.log",
     benchmark:
-        "logs/benchmarks/crossval/fold{fold}/syncers/{set}_metrics.tsv"
+        "logs/benchmarks/folds/fold{fold}/syncers/{set}_metrics.tsv"
     params:
-        test=lambda wildcards: f"crossval/fold{wildcards.fold}/data/motion/test",
+        test=lambda wildcards: f"folds/fold{wildcards.fold}/data/motion/test",
 
 
 use rule gan as crossval_gan with:
@@ -143,12 +145,12 @@ use rule gan as crossval_gan with:
         train_curve=cv("results/gan/seed{seed}/train.tsv"),
         val_curve=cv("results/gan/seed{seed}/val.tsv"),
     log:
-        "logs/crossval/fold{fold}/gan/seed{seed}.log",
+        "logs/folds/fold{fold}/gan/seed{seed}.log",
     benchmark:
-        "logs/benchmarks/crossval/fold{fold}/gan/seed{seed}.tsv"
+        "logs/benchmarks/folds/fold{fold}/gan/seed{seed}.tsv"
     params:
-        train=lambda wildcards: f"crossval/fold{wildcards.fold}/data/motion/train",
-        val=lambda wildcards: f"crossval/fold{wildcards.fold}/data/motion/val",
+        train=lambda wildcards: f"folds/fold{wildcards.fold}/data/motion/train",
+        val=lambda wildcards: f"folds/fold{wildcards.fold}/data/motion/val",
         settings=cv_gan_settings,
 
 
@@ -158,7 +160,7 @@ use rule gan as crossval_gan_variant with:
         val=cv_cache("val"),
         space=cv(MOTION_SPACE),
         syncers=lambda wildcards: [
-            f"crossval/fold{wildcards.fold}/models/syncers/loss/level{level}.pt"
+            f"folds/fold{wildcards.fold}/models/syncers/loss/level{level}.pt"
             for level in cv_sync_levels(wildcards.variant)
         ],
     output:
@@ -166,12 +168,12 @@ use rule gan as crossval_gan_variant with:
         train_curve=cv("results/gan/seed{seed}/ablations/{variant}/train.tsv"),
         val_curve=cv("results/gan/seed{seed}/ablations/{variant}/val.tsv"),
     log:
-        "logs/crossval/fold{fold}/gan/seed{seed}_{variant}.log",
+        "logs/folds/fold{fold}/gan/seed{seed}_{variant}.log",
     benchmark:
-        "logs/benchmarks/crossval/fold{fold}/gan/seed{seed}_{variant}.tsv"
+        "logs/benchmarks/folds/fold{fold}/gan/seed{seed}_{variant}.tsv"
     params:
-        train=lambda wildcards: f"crossval/fold{wildcards.fold}/data/motion/train",
-        val=lambda wildcards: f"crossval/fold{wildcards.fold}/data/motion/val",
+        train=lambda wildcards: f"folds/fold{wildcards.fold}/data/motion/train",
+        val=lambda wildcards: f"folds/fold{wildcards.fold}/data/motion/val",
         settings=lambda wildcards: cv_gan_settings(wildcards, wildcards.variant),
 
 
@@ -194,19 +196,19 @@ use rule evaluate as crossval_evaluate with:
             for name in ("sync_levels", "pose_velocity", "mouth_audio_xcorr")
         ],
     log:
-        "logs/crossval/fold{fold}/evaluate/seed{seed}.log",
+        "logs/folds/fold{fold}/evaluate/seed{seed}.log",
     benchmark:
-        "logs/benchmarks/crossval/fold{fold}/evaluate/seed{seed}.tsv"
+        "logs/benchmarks/folds/fold{fold}/evaluate/seed{seed}.tsv"
     params:
-        test=lambda wildcards: f"crossval/fold{wildcards.fold}/data/motion/test",
+        test=lambda wildcards: f"folds/fold{wildcards.fold}/data/motion/test",
         evaluation=cv_evaluation_settings(),
         crop=settings("crop"),
-        tables_dir=lambda wildcards: f"crossval/fold{wildcards.fold}/results/seed{wildcards.seed}/evaluation",
-        plots_dir=lambda wildcards: f"crossval/fold{wildcards.fold}/results/seed{wildcards.seed}/plots",
+        tables_dir=lambda wildcards: f"folds/fold{wildcards.fold}/results/seed{wildcards.seed}/evaluation",
+        plots_dir=lambda wildcards: f"folds/fold{wildcards.fold}/results/seed{wildcards.seed}/plots",
 
 
 CROSSVAL_DETAILS = expand(
-    "crossval/fold{fold}/results/seed{seed}/evaluation/details.json", fold=FOLDS, seed=CV_SEEDS
+    "folds/fold{fold}/results/seed{seed}/evaluation/details.json", fold=FOLDS, seed=CV_SEEDS
 )
 CROSSVAL_OUTPUTS = [
     "results/crossval/summary.json",
@@ -217,11 +219,37 @@ CROSSVAL_OUTPUTS = [
 ]
 
 
-rule crossval:
+# Every file the folds make, not only what the pooling reads: Snakemake does not remake a lost
+# intermediate file whose downstream outputs are present, so the target (`crossval`, a rule without
+# outputs, like `all`) names them all and a deleted model or curve is rebuilt by `snakemake crossval`.
+CROSSVAL_FILES = (
+    expand(
+        "folds/fold{fold}/models/syncers/{set}/level{level}.pt",
+        fold=FOLDS,
+        set=SYNCER_SETS,
+        level=LEVELS,
+    )
+    + expand(
+        "folds/fold{fold}/results/syncers/curves/{set}_level{level}.tsv",
+        fold=FOLDS,
+        set=SYNCER_SETS,
+        level=LEVELS,
+    )
+    + expand("folds/fold{fold}/models/seed{seed}/generator.pt", fold=FOLDS, seed=CV_SEEDS)
+    + expand(
+        "folds/fold{fold}/models/seed{seed}/ablations/{variant}/generator.pt",
+        fold=FOLDS,
+        seed=CV_SEEDS,
+        variant=CV_VARIANTS,
+    )
+)
+
+
+rule crossval_pool:
     input:
         details=CROSSVAL_DETAILS,
-        splits=expand("crossval/fold{fold}/data/dataset/splits.csv", fold=FOLDS),
-        syncers=expand("crossval/fold{fold}/results/syncers/eval_metrics.json", fold=FOLDS),
+        splits=expand("folds/fold{fold}/data/dataset/splits.csv", fold=FOLDS),
+        syncers=expand("folds/fold{fold}/results/syncers/eval_metrics.json", fold=FOLDS),
     output:
         CROSSVAL_OUTPUTS,
     log:
@@ -238,3 +266,8 @@ rule crossval:
         "mssync crossval --details {input.details} --splits {input.splits} --syncer-metrics {input.syncers}"
         " --crossval-settings {params.settings:q}"
         " --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule crossval:
+    input:
+        CROSSVAL_FILES + CROSSVAL_OUTPUTS,

@@ -55,11 +55,11 @@ class Scores:
 
 
 def _fold_of(path: Path) -> int:
-    """The fold index from a path under crossval/fold{N}/."""
+    """The fold index from a path under folds/fold{N}/."""
     for part in path.parts:
         if part.startswith("fold") and part[4:].isdigit():
             return int(part[4:])
-    raise MssyncError(f"{path}: not under a crossval/fold<N>/ folder")
+    raise MssyncError(f"{path}: not under a folds/fold<N>/ folder")
 
 
 def _seed_of(path: Path) -> int:

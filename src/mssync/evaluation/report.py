@@ -251,6 +251,10 @@ def build_report(*, metrics_path: Path, details_path: Path, plots_dir: Path, gan
 out every clip for its full length from the clip's first frame. Sync is scored by the <em>evaluation</em>
 syncers, trained with another seed than the loss syncers the generators learned from.
 Sync losses used in training: {levels}.</p>
+<p class="note">This page scores one split of a few held-out speakers, one seed: its gaps carry no
+interval. The speaker-disjoint cross-validation (every speaker tested once, several seeds, paired
+speaker-bootstrap intervals, which sync levels are measurable) is {relative_link(out.parent / "crossval/report.html",
+out, "results/crossval/report.html")}, made by <code>snakemake --cores all crossval</code>.</p>
 <h2>Findings (generated from the numbers)</h2><ul>{items}</ul>
 <h2>Multi-scale sync</h2>
 <p class="note">LSE-D: min over offsets of the mean audio/motion embedding distance; LSE-C: median minus min over
