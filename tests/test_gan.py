@@ -51,7 +51,7 @@ DEFAULT_WEIGHTS = {"adv": 1.0, "sync": 1.0, "sup": 0.01, "rec": 0.001}
 def gan_section(iterations: int, eval_every: int, sync_levels: list[int], weights: dict | None = None,
                 seed: int = 0) -> dict:
     """A `gan:` section of params.yaml with a tiny preset (validated like the CLI does)."""
-    gan = {"preset": "tiny", "seed": seed, "device": "cpu", "max_speaker_share": 0.5, "sync_levels": sync_levels,
+    gan = {"preset": "tiny", "seed": seed, "device": "cpu", "max_speaker_share": 0.5, "sync_levels": sync_levels, "sync_weighting": "uniform",
            "loss_weights": dict(weights or DEFAULT_WEIGHTS), "observed_frames": 3, "generated_frames": 40, "rollout_pull": 0.02,
            "presets": {"tiny": {"model": dict(MODEL), "batch": 4, "iterations": iterations, "lr_g": 1.0e-3,
                                 "lr_d": 1.0e-4, "eval_every": eval_every, "val_frames": 80}}}

@@ -56,7 +56,7 @@ def render_settings():
 def generator(tiny_dataset, tmp_path_factory) -> Path:
     """A tiny generator really trained (a few iterations, no sync loss: no syncers needed)."""
     out = tmp_path_factory.mktemp("render-generator")
-    gan = {"preset": "tiny", "seed": 0, "device": "cpu", "max_speaker_share": 1.0, "sync_levels": [],
+    gan = {"preset": "tiny", "seed": 0, "device": "cpu", "max_speaker_share": 1.0, "sync_levels": [], "sync_weighting": "uniform",
            "loss_weights": {"adv": 1.0, "sync": 1.0, "sup": 0.01, "rec": 0.001}, "observed_frames": 3,
            "generated_frames": 40, "rollout_pull": 0.02,
            "presets": {"tiny": {"model": TINY_MODEL, "batch": 2, "iterations": 6, "lr_g": 1e-3, "lr_d": 1e-4,
