@@ -29,7 +29,15 @@ from mssync.core.config import CrossvalSettings
 from mssync.core.errors import MssyncError
 from mssync.evaluation import plots
 from mssync.evaluation.report import STYLE, embed_png
-from mssync.evaluation.stats import Interval, cluster_bootstrap, measurable, paired_difference, seed_spread, verdict
+from mssync.evaluation.stats import (
+    Interval,
+    cluster_bootstrap,
+    measurable,
+    paired_difference,
+    seed_spread,
+    speaker_means,
+    verdict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,12 +153,9 @@ def _seed_estimates(scores: Scores, level: str, a: str, b: str | None, metric: s
         if b is not None:
             vb, _ = _per_clip(scores, level, b, metric, [seed])
             va = va - vb
-        finite = np.isfinite(va)
-        if finite.any():
-            by_speaker: dict[str, list[float]] = {}
-            for value, speaker in zip(va[finite], np.array(speakers)[finite]):
-                by_speaker.setdefault(speaker, []).append(float(value))
-            out[seed] = float(np.mean([np.mean(v) for v in by_speaker.values()]))
+        _, means = speaker_means(va, speakers)
+        if len(means):
+            out[seed] = float(means.mean())
     return out
 
 
