@@ -113,7 +113,14 @@ def _fold_files(root: Path, fold: int, clips: dict[str, str], seeds: list[int], 
                                           for clip in clips} for variant, value in lse.items()}
         path = base / f"results/seed{seed}/evaluation/details.json"
         path.parent.mkdir(parents=True)
-        path.write_text(json.dumps({"labels": {v: v for v in lse}, "variants": list(lse), "sync_per_clip": per_level}))
+        # what a viewer sees: MS-Sync's mouth opens at 0.5 of the real amplitude (goal missed), its head turns at
+        # 1.0 of the real speed (goal met); only the fold's first clip has a drift roll-out (the rest: none, NaN)
+        viewer = {"ms_sync": {clip: {"mouth_amplitude_ratio": 0.5 + rng.normal(0, 0.02),
+                                     "rotation_speed_ratio": 1.0 + rng.normal(0, 0.02),
+                                     **({"face_scale_drift_p95": 0.02} if i == 0 else {})}
+                              for i, clip in enumerate(clips)}}
+        path.write_text(json.dumps({"labels": {v: v for v in lse}, "variants": list(lse), "sync_per_clip": per_level,
+                                    "viewer_per_clip": viewer}))
         details.append(path)
     syncers = base / "results/syncers/eval_metrics.json"
     syncers.parent.mkdir(parents=True)
@@ -143,10 +150,15 @@ def test_pooled_folds_recover_a_known_difference_and_measurability(tmp_path):
     single = diff[("level0", "single_scale")]
     assert single["low"] <= 0.05 <= single["high"] and single["verdict"] == "higher"
     assert diff[("level0", "static")]["estimate"] == pytest.approx(0.13, abs=0.01)
-    for name in ("summary.json", "intervals.tsv", "differences.tsv", "forest.png", "report.html"):
+    viewer = {row["metric"]: row for row in summary["viewer"] if row["variant"] == "ms_sync"}
+    assert viewer["mouth_amplitude_ratio"]["estimate"] == pytest.approx(0.5, abs=0.02)
+    assert viewer["mouth_amplitude_ratio"]["goal"] == "missed" and viewer["rotation_speed_ratio"]["goal"] == "met"
+    assert viewer["face_scale_drift_p95"]["n_speakers"] == 3  # one roll-out per fold, NaN clips dropped
+    for name in ("summary.json", "intervals.tsv", "differences.tsv", "viewer.tsv", "forest.png", "report.html"):
         assert (tmp_path / "results/crossval" / name).stat().st_size > 0
     page = (tmp_path / "results/crossval/report.html").read_text()
     assert "level1: the evaluation syncers do not beat chance" in page
+    assert "mouth_amplitude_ratio: ms_sync 0.50" in page and "goal missed" in page
 
 
 def test_a_clip_tested_in_two_folds_is_an_error(tmp_path):

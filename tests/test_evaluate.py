@@ -193,7 +193,8 @@ def test_mouth_opening_and_landmark_distance_in_pixels():
 
 def test_settings_are_validated_against_the_schema():
     good = {"ablations": {"single_scale": [0]}, "max_offset_frames": 15, "lip_lag_ms": 200,
-            "dynamics_window_frames": 25, "dynamics_hop_frames": 5, "histogram_bins": 40}
+            "dynamics_window_frames": 25, "dynamics_hop_frames": 5, "histogram_bins": 40,
+            "drift_seconds": 60, "drift_rollouts": 4}
     assert load_section(EvaluationSettings, json.dumps(good), None).ablations == {"single_scale": [0]}
     from mssync.core.errors import ConfigError
 

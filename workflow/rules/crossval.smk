@@ -215,6 +215,7 @@ CROSSVAL_OUTPUTS = [
     "results/crossval/report.html",
     "results/crossval/intervals.tsv",
     "results/crossval/differences.tsv",
+    "results/crossval/viewer.tsv",
     "results/crossval/forest.png",
 ]
 

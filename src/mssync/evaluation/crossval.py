@@ -10,7 +10,10 @@ What the report claims, per pyramid level:
   retrieval group more often than chance (per clip: top-1 minus 1/K; interval above 0). Where a
   level is not measurable, no sync difference at that level means anything, and the report says so.
 - paired differences of LSE-C (higher: motion and audio agree more clearly) between MS-Sync and
-  each other generator, the static head and the real motion with another clip's audio.
+  each other generator, the static head and the real motion with another clip's audio;
+- what a viewer sees (evaluation/viewer.py): per generator, each per-clip ratio to the real motion
+  and the face-shape drift, with its interval and whether its goal is met (the whole interval
+  inside the goal), missed (the whole interval outside) or not decided by these speakers.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from mssync.core.errors import MssyncError
 from mssync.evaluation import plots
 from mssync.evaluation.report import STYLE, embed_png
 from mssync.evaluation.stats import (
+    MIN_SPEAKERS_FOR_CLAIM,
     Interval,
     cluster_bootstrap,
     measurable,
@@ -38,6 +42,7 @@ from mssync.evaluation.stats import (
     speaker_means,
     verdict,
 )
+from mssync.evaluation.viewer import GOALS
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,8 @@ BASELINES = (STATIC, OTHER_AUDIO)
 SYNC_METRICS = (("lse_c", "LSE-C", True), ("lse_d", "LSE-D", False))  # (key, label, higher is better)
 DIFFERENCE_METRIC = "lse_c"  # the paired comparisons and the forest plot use sync confidence
 CHANCE_LIFT = 0.0  # retrieval top-1 minus chance: what "no better than chance" is
+VIEWER_METRICS = ("mouth_amplitude_ratio", "lip_peak_r", "lip_peak_r_ratio", "lip_peak_lag_frames",
+                  "rotation_speed_ratio", "translation_speed_ratio", "face_scale_drift_p95", "face_width_drift_p95")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +63,7 @@ class Scores:
     folds: dict[str, int]  # clip -> the fold that tested it
     values: dict[tuple[str, str, str, int], dict[str, float]]  # (level, variant, clip, seed) -> {metric: value}
     retrieval: dict[tuple[str, str], dict[str, float]]  # (level, clip) -> {top1, chance}
+    viewer: dict[tuple[str, str, int], dict[str, float]]  # (variant, clip, seed) -> what a viewer sees
     levels: list[str]
     variants: list[str]
     labels: dict[str, str]
@@ -96,6 +104,7 @@ def read_test_speakers(splits: list[Path]) -> tuple[dict[str, str], dict[str, in
 def read_scores(details: list[Path], splits: list[Path], syncer_metrics: list[Path]) -> Scores:
     speakers, folds = read_test_speakers(splits)
     values: dict[tuple[str, str, str, int], dict[str, float]] = {}
+    viewer: dict[tuple[str, str, int], dict[str, float]] = {}
     levels: set[str] = set()
     variants: list[str] = []
     labels: dict[str, str] = {}
@@ -115,12 +124,15 @@ def read_scores(details: list[Path], splits: list[Path], syncer_metrics: list[Pa
                     if folds.get(clip) != _fold_of(path):
                         raise MssyncError(f"{path}: scores {clip}, which is not a test clip of that fold")
                     values[(level, variant, clip, seed)] = {k: float(v) for k, v in numbers.items()}
+        for variant, by_clip in blob.get("viewer_per_clip", {}).items():
+            for clip, numbers in by_clip.items():
+                viewer[(variant, clip, seed)] = {k: float(v) for k, v in numbers.items()}
     retrieval = {}
     for path in syncer_metrics:
         for level, result in json.loads(path.read_text())["levels"].items():
             for clip, numbers in result["retrieval"].get("per_clip", {}).items():
                 retrieval[(level, clip)] = numbers
-    return Scores(speakers, folds, values, retrieval, sorted(levels), variants, labels, sorted(seeds))
+    return Scores(speakers, folds, values, retrieval, viewer, sorted(levels), variants, labels, sorted(seeds))
 
 
 def _per_clip(scores: Scores, level: str, variant: str, metric: str, seeds: list[int]) -> tuple[np.ndarray, list[str]]:
@@ -132,6 +144,44 @@ def _per_clip(scores: Scores, level: str, variant: str, metric: str, seeds: list
                  if (level, variant, clip, s) in scores.values]
         out.append(float(np.mean(found)) if found else np.nan)
     return np.array(out), [scores.speakers[c] for c in clips]
+
+
+def _viewer_per_clip(scores: Scores, variant: str, metric: str) -> tuple[np.ndarray, list[str]]:
+    """A viewer number per clip averaged over seeds (NaN where a clip has none, e.g. no drift roll-out)."""
+    clips = sorted(scores.speakers)
+    out = []
+    for clip in clips:
+        found = [scores.viewer[(variant, clip, s)].get(metric, np.nan) for s in scores.seeds
+                 if (variant, clip, s) in scores.viewer]
+        found = [v for v in found if np.isfinite(v)]
+        out.append(float(np.mean(found)) if found else np.nan)
+    return np.array(out), [scores.speakers[c] for c in clips]
+
+
+def goal_verdict(metric: str, interval: Interval) -> str:
+    """met: the whole interval inside the goal; missed: the whole interval outside; else undecided."""
+    low, high = GOALS[metric]
+    if interval.n_speakers < MIN_SPEAKERS_FOR_CLAIM:
+        return "undecided"
+    if low <= interval.low and interval.high <= high:
+        return "met"
+    if interval.high < low or interval.low > high:
+        return "missed"
+    return "undecided"
+
+
+def viewer_intervals(scores: Scores, settings: CrossvalSettings) -> list[dict]:
+    """Every generator's (and the real motion's) viewer numbers with their intervals and goal verdicts."""
+    rows = []
+    for variant in [v for v in scores.variants if v != OTHER_AUDIO]:
+        for metric in VIEWER_METRICS:
+            values, speakers = _viewer_per_clip(scores, variant, metric)
+            if not np.isfinite(values).any():
+                continue
+            interval = _interval(values, speakers, settings)
+            rows.append({"variant": variant, "metric": metric, **_numbers(interval),
+                         "goal": "" if metric not in GOALS else goal_verdict(metric, interval)})
+    return rows
 
 
 def _numbers(interval: Interval) -> dict:
@@ -219,6 +269,7 @@ def summarise(scores: Scores, settings: CrossvalSettings) -> dict:
         "measurability": measurability(scores, settings),
         "intervals": intervals,
         "differences": differences,
+        "viewer": viewer_intervals(scores, settings),
     }
 
 
@@ -264,6 +315,10 @@ def statements(summary: dict) -> list[tuple[bool, str]]:
             out.append((holds, f"{level}: {a} vs {b}: LSE-C difference {d['estimate']:+.4f} "
                                f"({pct} % interval {d['low']:+.4f} to {d['high']:+.4f}, {d['n_speakers']} speakers): "
                                f"{d['verdict']}{'' if m['measurable'] else ' (level not measurable)'}"))
+    for row in (r for r in summary.get("viewer", []) if r["goal"] and r["variant"] == MAIN):
+        out.append((row["goal"] == "met", f"what a viewer sees, {row['metric']}: {labels.get(MAIN, MAIN)} "
+                                          f"{row['estimate']:.3f} ({pct} % interval {row['low']:.3f} to "
+                                          f"{row['high']:.3f}): goal {row['goal']}"))
     return out
 
 
@@ -276,6 +331,10 @@ def render_page(summary: dict, forest_png: Path) -> str:
         f"<tr><td>{r['sync_level']}</td><td>{html.escape(labels.get(r['variant'], r['variant']))}</td><td>{r['metric']}</td>"
         f"<td>{r['estimate']:.4f}</td><td>{r['low']:.4f} to {r['high']:.4f}</td><td>{r['seed_sd']:.4f}</td></tr>"
         for r in summary["intervals"])
+    viewer = "".join(
+        f"<tr><td>{html.escape(labels.get(r['variant'], r['variant']))}</td><td>{r['metric']}</td>"
+        f"<td>{r['estimate']:.3f}</td><td>{r['low']:.3f} to {r['high']:.3f}</td><td>{r['n_speakers']}</td>"
+        f"<td>{r['goal']}</td></tr>" for r in summary.get("viewer", []))
     return f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>mssync cross-validation</title>
 <style>{STYLE}</style></head><body>
 <h1>Cross-validation on held-out speakers</h1>
@@ -286,6 +345,10 @@ within its speaker) and its interval comes from {summary['bootstrap_samples']} s
 speaker-level estimate moves from one seed's run to another.</p>
 <h2>What holds and what does not</h2><ul>{items}</ul>
 <h2>Paired differences</h2>{embed_png(forest_png, "forest plot of paired LSE-C differences")}
+<h2>What a viewer sees</h2><p>Ratios to the same clip's real motion (mouth amplitude, lip-audio peak r, head
+speeds), the peak lag in frames and the face-shape drift over long roll-outs (evaluation/viewer.py). Goal: "met" when
+the whole interval is inside it, "missed" when the whole interval is outside, "undecided" otherwise.</p>
+<table><tr><th>variant</th><th>metric</th><th>estimate</th><th>interval</th><th>speakers</th><th>goal</th></tr>{viewer}</table>
 <h2>Folds</h2><table><tr><th>fold</th><th>test clips</th><th>speakers</th><th>who</th></tr>{folds}</table>
 <h2>Every interval</h2><table><tr><th>level</th><th>variant</th><th>metric</th><th>estimate</th>
 <th>interval</th><th>seed sd</th></tr>{rows}</table>
@@ -300,6 +363,7 @@ def run_crossval(*, details: list[Path], splits: list[Path], syncer_metrics: lis
     write_json_atomic(out_dir / "summary.json", summary)
     write_text_atomic(out_dir / "intervals.tsv", _tsv(summary["intervals"]))
     write_text_atomic(out_dir / "differences.tsv", _tsv(summary["differences"]))
+    write_text_atomic(out_dir / "viewer.tsv", _tsv(summary["viewer"]))
     forest_png = forest(summary, out_dir / "forest.png")
     write_text_atomic(out_dir / "report.html", render_page(summary, forest_png))
     for good, text in statements(summary):

@@ -10,7 +10,10 @@ another test clip's audio (what "no sync" scores). Each is scored on:
 - head-motion dynamics: speed statistics, Frechet distance of windowed pose dynamics to the real
   windows, diversity (dynamics.py);
 - lips: mouth-opening / audio-energy correlation over lags and its peak; landmark distance to
-  the ground truth (lips.py).
+  the ground truth (lips.py);
+- what a viewer sees (viewer.py): per clip, mouth amplitude, lip-audio peak and head speeds as
+  ratios to the same clip's real motion; face-shape drift over roll-outs of `drift_seconds` of
+  speech (the test clips' audio one after another, so a roll-out is longer than any clip).
 
 Outputs: `metrics.json` (per variant, DVC metrics: flat numbers only), `evaluation/details.json`
 (per clip offsets, correlation curves, histograms), per-level TSV tables and PNG plots.
@@ -27,15 +30,27 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+from tqdm import tqdm
 
 from mssync.core import checkpoints
 from mssync.core.atomic import write_json_atomic, write_text_atomic
 from mssync.core.reproducible import provenance, training_runs
-from mssync.evaluation import lips
-from mssync.gan.evaluate import GROUND_TRUTH, MAIN, OTHER_AUDIO, STATIC, Track, build_variants, sync_metrics
+from mssync.evaluation import lips, viewer
+from mssync.gan.evaluate import (
+    GROUND_TRUTH,
+    MAIN,
+    OTHER_AUDIO,
+    PROGRESS_INTERVAL_S,
+    STATIC,
+    Track,
+    build_variants,
+    sync_metrics,
+)
 from mssync.gan.generate import MotionGenerator
 from mssync.gan.model import AUDIO_PER_FRAME
+from mssync.media import face_shape
 from mssync.motion import dynamics
+from mssync.motion.clips import ClipMotion
 from mssync.motion.motion_cache import read_cache
 from mssync.motion.space import MotionSpace
 from mssync.syncers.model import Syncer
@@ -55,6 +70,8 @@ class EvaluationSettings:
     dynamics_window_frames: int
     dynamics_hop_frames: int
     histogram_bins: int
+    drift_seconds: float
+    drift_rollouts: int
 
     SECTION: ClassVar[str] = "evaluation"
 
@@ -129,6 +146,67 @@ def lips_metrics(variants: dict[str, list[Track]], space: MotionSpace, crop_size
     return summary, curves
 
 
+# ------------------------------------------------------------------------------------- what a viewer sees
+
+
+def viewer_per_clip(variants: dict[str, list[Track]], space: MotionSpace, crop_size: int, fps: float,
+                    max_lag: int) -> dict[str, dict[str, dict[str, float]]]:
+    """variant -> clip -> viewer numbers against the clip's real motion (the truth scores itself: ratios 1).
+
+    The real motion with another clip's audio is left out: its motion is the truth's."""
+    out = {}
+    for name, tracks in variants.items():
+        if name == OTHER_AUDIO:
+            continue
+        out[name] = {}
+        for track in tracks:
+            real = track.truth if track.truth is not None else track.motion
+            out[name][track.clip_id] = viewer.clip_numbers(
+                landmarks=space.decode(track.motion), motion=track.motion, real_landmarks=space.decode(real),
+                real_motion=real, energy=lips.frame_energy(track.mel, AUDIO_PER_FRAME), crop_size=crop_size,
+                fps=fps, max_lag=max_lag)
+    return out
+
+
+def long_audio(clips: dict[str, ClipMotion], start: str, frames: int) -> np.ndarray:
+    """The test clips' log-mel one after another from `start` (sorted order, cycling) until `frames` video frames."""
+    ids = sorted(clips)
+    order = ids[ids.index(start):] + ids[:ids.index(start)]
+    rows, parts, i = AUDIO_PER_FRAME * frames, [], 0
+    while sum(len(p) for p in parts) < rows:
+        parts.append(clips[order[i % len(order)]].mel)
+        i += 1
+    return np.concatenate(parts)[:rows]
+
+
+def drift_per_clip(generators: dict[str, MotionGenerator], clips: dict[str, ClipMotion], space: MotionSpace,
+                   seconds: float, rollouts: int) -> dict[str, dict[str, dict[str, float]]]:
+    """variant -> clip -> face-shape drift: each generator rolls out `seconds` of speech from the first
+    `rollouts` test clips' first frames; the real motion's drift is over each clip's own (shorter) length."""
+    fps = next(iter(clips.values())).fps
+    frames = round(seconds * fps)
+    starts = sorted(clips)[:rollouts]
+    out = {GROUND_TRUTH: {c: face_shape.shape_drift(space.decode(clips[c].motion)) for c in sorted(clips)}}
+    for name, generator in generators.items():
+        out[name] = {c: face_shape.shape_drift(space.decode(generator.generate(clips[c].motion[0],
+                                                                           long_audio(clips, c, frames), frames)))
+                     for c in tqdm(starts, desc=f"{seconds:g} s roll-out {name}", mininterval=PROGRESS_INTERVAL_S)}
+    return out
+
+
+def viewer_metrics(variants: dict[str, list[Track]], generators: dict[str, MotionGenerator],
+                   clips: dict[str, ClipMotion], space: MotionSpace, crop_size: int, max_lag: int,
+                   settings: EvaluationSettings) -> tuple[dict, dict]:
+    """(summary per variant, per-clip numbers per variant): the ratios, the lip peak and the drift."""
+    fps = next(iter(clips.values())).fps
+    per_clip = viewer_per_clip(variants, space, crop_size, fps, max_lag)
+    for name, by_clip in drift_per_clip(generators, clips, space, settings.drift_seconds,
+                                        settings.drift_rollouts).items():
+        for clip, numbers in by_clip.items():
+            per_clip.setdefault(name, {}).setdefault(clip, {}).update(numbers)
+    return {name: viewer.summarise(by_clip) for name, by_clip in per_clip.items()}, per_clip
+
+
 # ------------------------------------------------------------------------------------- tables
 
 
@@ -143,12 +221,12 @@ def tsv(rows: list[dict]) -> str:
 
 
 def write_tables(metrics: dict, out_dir: Path) -> dict[str, Path]:
-    """sync.tsv (one row per level and variant), dynamics.tsv and lips.tsv (one row per variant)."""
-    paths = {name: out_dir / f"{name}.tsv" for name in ("sync", "dynamics", "lips")}
+    """sync.tsv (one row per level and variant); dynamics.tsv, lips.tsv, viewer.tsv (one row per variant)."""
+    paths = {name: out_dir / f"{name}.tsv" for name in ("sync", "dynamics", "lips", "viewer")}
     sync_rows = [{"level": key, "variant": name, **values} for key, by_variant in metrics["sync"].items()
                  for name, values in by_variant.items()]
     write_text_atomic(paths["sync"], tsv(sync_rows))
-    for section in ("dynamics", "lips"):
+    for section in ("dynamics", "lips", "viewer"):
         rows = [{"variant": name, **values} for name, values in metrics[section].items()]
         keys = list(dict.fromkeys(k for r in rows for k in r))
         write_text_atomic(paths[section], tsv([{k: r.get(k, "") for k in keys} for r in rows]))
@@ -184,16 +262,21 @@ def evaluate(*, test: Path, space_path: Path, model: Path, ablations: list[Path]
     ms_per_frame = 1000.0 / fps
     lips_summary, curves = lips_metrics(variants, space, crop_size, round(settings.lip_lag_ms / ms_per_frame),
                                         ms_per_frame)
+    viewer_summary, viewer_clips = viewer_metrics(variants, generators, clips, space, crop_size,
+                                                  round(settings.lip_lag_ms / ms_per_frame), settings)
     run = {"run": provenance(), "training_runs": training_runs(generator_paths(model, ablations))}
     metrics = {"clips": len(clips), "frames": int(sum(len(c.motion) for c in clips.values())),
-               "sync": sync, "dynamics": motion_summary, "lips": lips_summary, **run}
+               "sync": sync, "dynamics": motion_summary, "lips": lips_summary, "viewer": viewer_summary,
+               "drift_seconds": settings.drift_seconds, "viewer_lag_frames": round(settings.lip_lag_ms / ms_per_frame),
+               **run}
     labels = {name: label(name, settings.ablations) for name in variants}
     details = {"clip_ids": sorted(clips), "variants": list(variants), "labels": labels,
                "sync_levels": {MAIN: checkpoints.load(model)["sync_levels"], **settings.ablations},
-               "sync_per_clip": sync_per_clip, "speed_histograms": histograms, "mouth_audio_correlation": curves,
+               "sync_per_clip": sync_per_clip, "viewer_per_clip": viewer_clips, "speed_histograms": histograms, "mouth_audio_correlation": curves,
                "units": {"rotation": "deg, deg/s, deg/s^2", "translation": f"px of the {crop_size} crop (/s, /s^2)",
                          "offset": "video frames (positive: audio after motion)",
-                         "peak_lag_ms": "positive: mouth opening follows audio energy"}, **run}
+                         "peak_lag_ms": "positive: mouth opening follows audio energy",
+                         "viewer": "ratios to the same clip's real motion; drift: p95 of |x_t / x_0 - 1|"}, **run}
     write_tables(metrics, tables_dir)
     plots.sync_bars(sync, labels, plots_dir / "sync_levels.png")
     plots.speed_histograms(histograms, labels, plots_dir / "pose_velocity.png")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from mssync.core.atomic import write_text_atomic
 from mssync.core.errors import MssyncError
+from mssync.evaluation.viewer import GOALS, meets
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,11 @@ DYNAMICS_COLUMNS = (("rotation_velocity_mean", "rot. speed mean (deg/s)", None),
                     ("rotation_across_clips_deg", "rot. std across clips (deg)", None))
 LIPS_COLUMNS = (("r_at_lag0", "r at lag 0", True), ("peak_r", "peak r", True), ("peak_lag_ms", "peak lag (ms)", None),
                 ("mouth_px", "mouth distance to truth (px)", False), ("face_px", "face distance to truth (px)", False))
+# What a viewer sees (evaluation/viewer.py): ratios to the same clip's real motion; goals from viewer.GOALS.
+VIEWER_COLUMNS = (("mouth_amplitude_ratio", "mouth amplitude ratio"), ("lip_peak_r", "lip-audio peak r"),
+                  ("lip_peak_r_ratio", "peak r / real's"), ("lip_peak_lag_frames", "peak lag (frames)"),
+                  ("rotation_speed_ratio", "rot. speed ratio"), ("translation_speed_ratio", "transl. speed ratio"),
+                  ("face_scale_drift_p95", "face-scale drift p95"), ("face_width_drift_p95", "face-width drift p95"))
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th:first-child,td:first-child{text-align:left}tr.main td{font-weight:bold;background:#eef5ff}
@@ -125,8 +131,28 @@ def velocity_finding(dynamics: dict) -> list[tuple[bool, str]]:
     return [(0.5 <= ratio <= 2.0, f"head rotation speed: MS-Sync moves at {fmt(ratio)}x the real mean speed.")]
 
 
+def goal_text(metric: str) -> str:
+    low, high = GOALS[metric]
+    return f"at least {fmt(low)}" if math.isinf(high) else f"{fmt(low)} to {fmt(high)}"
+
+
+def viewer_findings(section: dict | None) -> list[tuple[bool, str]]:
+    """MS-Sync against every viewer goal (one split, no interval: the cross-validation gives those)."""
+    main = (section or {}).get(MAIN)
+    if not main:
+        return []
+    out = []
+    for key, title in VIEWER_COLUMNS:
+        met = meets(key, main.get(key, math.nan))
+        if met is not None:
+            out.append((met, f"what a viewer sees, {title}: MS-Sync {fmt(main[key])} "
+                             f"({'meets' if met else 'misses'} the goal {goal_text(key)})."))
+    return out
+
+
 def findings(metrics: dict, labels: dict[str, str], syncer_metrics: dict | None) -> list[tuple[bool, str]]:
     return (sync_findings(metrics["sync"], labels) + syncer_findings(syncer_metrics)
+            + viewer_findings(metrics.get("viewer"))
             + velocity_finding(metrics["dynamics"])
             + table_findings(metrics["dynamics"], DYNAMICS_COLUMNS, labels, "head dynamics")
             + table_findings(metrics["lips"], LIPS_COLUMNS, labels, "lips"))
@@ -262,6 +288,15 @@ offsets of ±15 frames at level 0 (the same time span at every level); offset in
 audio comes after the motion. Static head and other clip's audio are what "no sync" scores.</p>
 {sync_tables(metrics['sync'], labels)}
 {embed_png(plots_dir / 'sync_levels.png', 'sync per level')}
+<h2>What a viewer sees</h2>
+<p class="note">Per clip against the same clip's real motion, then the mean over clips (lag: the median): mouth
+amplitude is the standard deviation of the inner-lip opening, generated / real; the lip-audio peak is the highest
+r between opening and audio energy within ±{html.escape(str(metrics.get('viewer_lag_frames', '')))} frames; speeds are
+mean pose speeds, generated / real. Drift: each generator speaks {fmt(metrics.get('drift_seconds'))} s (the test clips'
+audio back to back) from a test clip's first frame; per frame the face's size and its width over its eye distance are
+compared with frame 0 (95th percentile of the relative change). The ground truth's drift is over its own, shorter clips.
+Goals: {html.escape('; '.join(f'{title} {goal_text(key)}' for key, title in VIEWER_COLUMNS if key in GOALS))}.</p>
+{table(metrics.get('viewer', {}), [(k, t, None) for k, t in VIEWER_COLUMNS], labels)}
 <h2>Head-motion dynamics</h2>
 <p class="note">Speeds are magnitudes of the per-frame pose change (rotation in degrees, translation in pixels of
 the crop) per second. The Fréchet distance compares Gaussians fitted to 1 s windows of pose spread and RMS velocity,

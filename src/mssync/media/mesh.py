@@ -32,6 +32,8 @@ UPPER_INNER_LIP, LOWER_INNER_LIP = 13, 14  # inner-lip midpoints: their gap is t
 # Inner-lip landmark pairs (upper, lower) across the mouth, corner to corner: the opening is their mean gap.
 MOUTH_PAIRS = ((80, 88), (81, 178), (82, 87), (13, 14), (312, 317), (311, 402), (310, 318))
 OUTER_LIP_SAMPLE = (0, 17, 37, 84, 267, 314, 40, 91, 270, 321)  # where the portrait's lip colour is read
+FACE_WIDTH_LANDMARKS = (234, 454)  # right and left cheek extremes of the face oval: the face's width
+OUTER_EYE_CORNERS = (33, 263)  # right and left outer eye corners: a width that expression barely moves
 
 # Contours drawn on the preview sheets.
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,

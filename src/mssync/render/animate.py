@@ -22,6 +22,7 @@ from mssync.core.errors import MssyncError
 from mssync.core.logs import timed
 from mssync.data.crop import face_box
 from mssync.gan.generate import MotionGenerator
+from mssync.media.face_shape import shape_drift
 from mssync.media.images import read_image
 from mssync.media.landmarks import detect_faces, open_landmarker
 from mssync.render.animate_inputs import Pair, SpeechFeatures, check_pair, speech_log_mel
@@ -94,7 +95,18 @@ def animate(image: Path, audio: Path, out: Path, generator: MotionGenerator, set
         frames = write_video(out, audio, animated_frames(portrait, landmarks, settings), len(landmarks),
                              (width, settings.size), settings, out.name)
     log.info("%s: %d frames (%.1f s) from %s + %s", out, frames, frames / FPS, image, audio)
-    return {"out": str(out), "frames": frames, "faces_found": portrait.faces_found}
+    shape = shape_against_portrait(portrait.landmarks, landmarks, settings.size)
+    log.info("%s: face shape against the portrait's: %s", out, ", ".join(f"{k} {v:.3f}" for k, v in shape.items()))
+    return {"out": str(out), "frames": frames, "faces_found": portrait.faces_found, "shape_vs_portrait": shape}
+
+
+def shape_against_portrait(portrait: np.ndarray, driven: np.ndarray, size: int) -> dict[str, float]:
+    """How far the animated face leaves the portrait's own shape: the drift of its size and of its
+    width over eye distance with the portrait as frame 0, and the first frame's mean landmark
+    distance from the portrait in pixels (a retargeting that does not start on the portrait shows here)."""
+    drift = shape_drift(np.concatenate([portrait[None], driven]))
+    first_px = float(np.linalg.norm((driven[0] - portrait)[:, :2], axis=-1).mean() * size)
+    return {**drift, "first_frame_px": first_px}
 
 
 # --------------------------------------------------------------------------- batches
