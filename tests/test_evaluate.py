@@ -20,6 +20,7 @@ from mssync.core.config import load_section
 from mssync.evaluation import lips
 from mssync.evaluation.evaluate import EvaluationSettings, dynamics_metrics, tsv
 from mssync.gan.evaluate import GROUND_TRUTH, OTHER_AUDIO, STATIC, Track, baselines, clip_sync
+from mssync.media import face_shape
 from mssync.motion import dynamics
 from mssync.motion.clips import ClipMotion
 from mssync.syncers.pyramid import AUDIO_PER_MOTION, MOTION_WINDOW
@@ -181,8 +182,8 @@ def test_frame_energy_averages_power_not_decibels():
 
 def test_mouth_opening_and_landmark_distance_in_pixels():
     landmarks = np.zeros((2, 478, 3))
-    landmarks[1, lips.LOWER_INNER_LIP, 1] = 0.1  # lower lip 0.1 crop heights below the upper one
-    assert lips.mouth_opening(landmarks, 256).tolist() == pytest.approx([0.0, 25.6])
+    landmarks[1, face_shape.LOWER_INNER_LIP, 1] = 0.1  # lower lip 0.1 crop heights below the upper one
+    assert face_shape.mouth_opening(landmarks, 256).tolist() == pytest.approx([0.0, 25.6])
     shifted = landmarks + np.array([0.01, 0.0, 0.0])
     dist = lips.landmark_distance(shifted, landmarks, 256)
     assert dist["face_px"] == pytest.approx(2.56) and dist["mouth_px"] == pytest.approx(2.56)

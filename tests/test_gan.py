@@ -49,12 +49,12 @@ DEFAULT_WEIGHTS = {"adv": 1.0, "sync": 1.0, "sup": 0.01, "rec": 0.001}
 
 
 def gan_section(iterations: int, eval_every: int, sync_levels: list[int], weights: dict | None = None,
-                seed: int = 0) -> dict:
+                seed: int = 0, patience: int = 0) -> dict:
     """A `gan:` section of params.yaml with a tiny preset (validated like the CLI does)."""
     gan = {"preset": "tiny", "seed": seed, "device": "cpu", "max_speaker_share": 0.5, "sync_levels": sync_levels, "sync_weighting": "uniform",
            "loss_weights": dict(weights or DEFAULT_WEIGHTS), "observed_frames": 3, "generated_frames": 40, "rollout_pull": 0.02,
            "presets": {"tiny": {"model": dict(MODEL), "batch": 4, "iterations": iterations, "lr_g": 1.0e-3,
-                                "lr_d": 1.0e-4, "eval_every": eval_every, "val_frames": 80}}}
+                                "lr_d": 1.0e-4, "eval_every": eval_every, "val_frames": 80, "patience": patience}}}
     load_section(GanSettings, json.dumps(gan), None)  # validated like the CLI does
     return gan
 
@@ -206,6 +206,37 @@ def test_changed_settings_start_over(data, tmp_path, caplog):
         train(data, tmp_path, gan_section(5, 5, [0], {"adv": 0.5, "sync": 1.0, "sup": 0.01, "rec": 0.001}))
     assert "resuming" not in caplog.text and "starting over" in caplog.text
     assert [int(r["iteration"]) for r in read_rows(tmp_path / "train.tsv")] == list(range(1, 6))
+
+
+def test_early_stopping_keeps_the_best_validation_and_stops_after_patience(data, tmp_path, caplog):
+    """patience 1: training stops at the first validation that does not beat the best, and the generator
+    kept is the best validation's (its iteration and weights), not the last one's."""
+    with caplog.at_level(logging.INFO, logger="mssync"):
+        result = train(data, tmp_path, gan_section(200, 5, [0], patience=1))
+    rows = read_rows(tmp_path / "val.tsv")
+    scores = column(rows, "val_score")
+    stopped = int(rows[-1]["iteration"])
+    assert result["iterations"] == stopped < 200 and "early stop" in caplog.text
+    assert scores[-1] <= scores[:-1].max()  # the last validation did not improve ...
+    assert (np.maximum.accumulate(scores[:-1]) == scores[:-1]).all()  # ... every one before it did
+    kept = torch.load(tmp_path / "generator.pt", weights_only=True)
+    assert kept["iteration"] == stopped - 5 and kept["trained_iterations"] == stopped
+    assert kept["early_stopping"]["best_score"] == pytest.approx(scores[-2], abs=1e-4)
+    assert {"val_mouth_amplitude_ratio", "val_score"} <= set(rows[0])
+
+
+def test_selection_score_rewards_sync_and_penalises_a_mouth_or_head_that_moves_too_little():
+    from mssync.gan.train import EarlyStopping, selection_score
+
+    real_like = {"val_sync_cos": 0.3, "val_mouth_amplitude_ratio": 1.0, "val_pose_velocity_ratio": 1.0}
+    shut = {**real_like, "val_mouth_amplitude_ratio": 0.2}
+    assert selection_score(real_like) == pytest.approx(0.3)
+    assert selection_score(shut) == pytest.approx(0.3 - np.log(5))
+    assert selection_score({**real_like, "val_sync_cos": float("nan")}) == pytest.approx(0.0)
+    stopping = EarlyStopping(patience=2)
+    assert [stopping.update(s, i) for i, s in enumerate([0.1, 0.3, 0.2, 0.25], 1)] == [True, True, False, False]
+    assert stopping.stop and stopping.best_iteration == 2
+    assert not EarlyStopping(patience=0, since_best=99).stop  # 0: never stops early
 
 
 # ----------------------------------------------------------------------------- generation

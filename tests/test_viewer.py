@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pytest
 
-from mssync.evaluation import lips, viewer
+from mssync.evaluation import viewer
 from mssync.evaluation.evaluate import long_audio
 from mssync.gan.model import AUDIO_PER_FRAME
 from mssync.media import face_shape
@@ -43,15 +43,15 @@ def speaking(opening: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def test_a_mouth_opening_half_as_far_has_amplitude_ratio_one_half():
     wave = 0.02 * (1 + np.sin(np.linspace(0, 6 * np.pi, 150)))
-    real = lips.mouth_opening(speaking(wave), CROP)
-    half = lips.mouth_opening(speaking(0.5 * wave), CROP)
-    assert viewer.mouth_amplitude_ratio(half, real) == pytest.approx(0.5)
-    assert viewer.mouth_amplitude_ratio(real, real) == pytest.approx(1.0)
+    real = face_shape.mouth_opening(speaking(wave), CROP)
+    half = face_shape.mouth_opening(speaking(0.5 * wave), CROP)
+    assert face_shape.mouth_amplitude_ratio(half, real) == pytest.approx(0.5)
+    assert face_shape.mouth_amplitude_ratio(real, real) == pytest.approx(1.0)
 
 
 def test_a_shut_real_mouth_gives_no_ratio():
     closed = np.zeros(50)
-    assert math.isnan(viewer.mouth_amplitude_ratio(np.linspace(0, 1, 50), closed))
+    assert math.isnan(face_shape.mouth_amplitude_ratio(np.linspace(0, 1, 50), closed))
 
 
 @pytest.mark.parametrize("lag", [0, 2, -1])

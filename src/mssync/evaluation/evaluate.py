@@ -130,7 +130,7 @@ def lips_metrics(variants: dict[str, list[Track]], space: MotionSpace, crop_size
         clip_curves, distances = [], []
         for track in tracks:
             landmarks = space.decode(track.motion)
-            mouth = lips.mouth_opening(landmarks, crop_size)
+            mouth = face_shape.mouth_opening(landmarks, crop_size)
             energy = lips.frame_energy(track.mel, AUDIO_PER_FRAME)
             clip_curves.append(lips.lagged_correlation(mouth, energy, max_lag))
             if track.truth is not None:

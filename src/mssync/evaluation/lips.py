@@ -1,7 +1,7 @@
 """Lips: does the mouth open when the speech is loud, and how far are the lips from the truth?
 
-- mouth opening: distance between the inner-lip midpoints (MediaPipe 13 upper, 14 lower) in
-  pixels of the crop, from the landmarks decoded out of the motion vector;
+- mouth opening: distance between the inner-lip midpoints in pixels of the crop
+  (media/face_shape.mouth_opening), from the landmarks decoded out of the motion vector;
 - audio energy: per video frame, the mean mel-band power of its 4 log-mel rows, back in dB;
 - lagged correlation: Pearson r between mouth opening at t + lag and energy at t, for lags within
   +-max_lag frames. A positive peak lag means the mouth follows the audio (expected: speech is
@@ -14,17 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from mssync.media.mesh import LIP_LANDMARKS, LOWER_INNER_LIP, UPPER_INNER_LIP
+from mssync.media.mesh import LIP_LANDMARKS
 
 DB = 10.0  # dB = 10 log10(power)
 MIN_OVERLAP = 3  # frames a lag must leave to compute a correlation at all
 CONSTANT_TOLERANCE = 1e-9  # relative spread below which a signal counts as constant
-
-
-def mouth_opening(landmarks: np.ndarray, crop_size: int) -> np.ndarray:
-    """(T, 478, 3) landmarks -> (T,) inner-lip opening in pixels (image plane, x and y)."""
-    gap = landmarks[:, UPPER_INNER_LIP, :2] - landmarks[:, LOWER_INNER_LIP, :2]
-    return np.linalg.norm(gap, axis=1) * crop_size
 
 
 def frame_energy(mel_db: np.ndarray, rows_per_frame: int) -> np.ndarray:

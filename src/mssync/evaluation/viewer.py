@@ -23,10 +23,10 @@ from __future__ import annotations
 import numpy as np
 
 from mssync.evaluation import lips
+from mssync.media import face_shape
+from mssync.media.face_shape import mouth_amplitude_ratio, ratio
 from mssync.motion import dynamics
 from mssync.motion.space import ROTATION, TRANSLATION
-
-MIN_REAL_SPREAD = 1e-6  # a real series flatter than this (in its own units) gives no ratio: NaN
 
 # metric -> (low, high) bounds of the goal; a ratio to the real motion's value unless the name says otherwise.
 GOALS: dict[str, tuple[float, float]] = {
@@ -38,16 +38,6 @@ GOALS: dict[str, tuple[float, float]] = {
     "rotation_speed_ratio": (0.7, 1.3),
     "translation_speed_ratio": (0.7, 1.3),
 }
-
-
-def ratio(generated: float, real: float) -> float:
-    """generated / real, NaN where the real value is too small to divide by."""
-    return float(generated / real) if abs(real) > MIN_REAL_SPREAD else float("nan")
-
-
-def mouth_amplitude_ratio(generated_opening: np.ndarray, real_opening: np.ndarray) -> float:
-    """How far the generated mouth opens and closes, relative to the real one (std over the clip)."""
-    return ratio(float(np.std(generated_opening)), float(np.std(real_opening)))
 
 
 def mean_speeds(motion: np.ndarray, crop_size: int, fps: float) -> tuple[float, float]:
@@ -65,8 +55,8 @@ def clip_numbers(*, landmarks: np.ndarray, motion: np.ndarray, real_landmarks: n
     The real motion's own peak r on the same audio is returned too (`real_lip_peak_r`), so the
     ratio of the two is paired per clip."""
     n = min(len(landmarks), len(real_landmarks))
-    opening = lips.mouth_opening(landmarks[:n], crop_size)
-    real_opening = lips.mouth_opening(real_landmarks[:n], crop_size)
+    opening = face_shape.mouth_opening(landmarks[:n], crop_size)
+    real_opening = face_shape.mouth_opening(real_landmarks[:n], crop_size)
     lag, peak_r = lips.peak(lips.lagged_correlation(opening, energy, max_lag))
     _, real_peak_r = lips.peak(lips.lagged_correlation(real_opening, energy, max_lag))
     rotation, translation = mean_speeds(motion[:n], crop_size, fps)

@@ -5,6 +5,13 @@ The generator's loss is  w_adv L_adv + w_sync L_sync + w_sup L_sup + w_rec L_rec
 minus the mean cosine that the frozen 'loss' syncers give the 43-frame track [true frame 0,
 reconstructed frames 1-2, generated frames 3-42] against its audio, averaged over gan.sync_levels.
 Every iteration's loss terms go to a TSV; validation roll-outs every eval_every iterations.
+
+Validation rolls each val clip out from its first frame and scores what a viewer would judge
+(evaluation/viewer.py, on held-out val speakers): the sync cosine of the loss syncers, how far the
+mouth opens and how fast the head moves against the real clip. Their `selection_score` (sync cosine
+minus the absolute log ratios of mouth amplitude and pose speed: a generator that syncs by barely
+moving loses) drives early stopping: with `patience` > 0 the generator kept is the best-scoring
+validation's, and training stops after `patience` validations without a better one.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from mssync.gan.model import (
     hinge_g,
 )
 from mssync.media.audio import standardise_audio
+from mssync.media.face_shape import mouth_amplitude_ratio, mouth_opening
 from mssync.motion.balance import ClipDraws, clip_probabilities, log_shares
 from mssync.motion.clips import ClipArrayCache
 from mssync.motion.dynamics import pose_velocity_std
@@ -48,7 +56,9 @@ log = logging.getLogger(__name__)
 # No wall-clock column: the same run writes the same curve (timings are in the log; the run's threads
 # and device in the generator's "run").
 TRAIN_COLUMNS = ("iteration", "d_loss", "d_real", "d_fake", "g_total", "g_adv", "g_sync", "g_sup", "g_rec")
-VAL_COLUMNS = ("iteration", "val_sync_cos", "val_l2", "val_pose_velocity_ratio")
+VAL_COLUMNS = ("iteration", "val_sync_cos", "val_l2", "val_pose_velocity_ratio", "val_mouth_amplitude_ratio",
+               "val_score")
+RATIO_FLOOR = 1e-3  # a ratio is clipped here before its log: a static mouth scores log(1e-3), not -inf
 SYNC_AUDIO_PAD = 4 * AUDIO_WINDOW  # audio rows added (replicated) at a track's end so every motion window has audio
 
 
@@ -73,6 +83,7 @@ class GanSettings:
     seed: int
     max_speaker_share: float  # of the training windows drawn (motion/balance.py)
     device: str  # auto | cpu | cuda: where it trains, not part of the recipe
+    patience: int = 0  # validations without a better selection score before stopping; 0: train every iteration
 
     @classmethod
     def from_params(cls, gan: dict) -> "GanSettings":
@@ -227,12 +238,47 @@ def feature_settings(cache: Path) -> dict:
             "fmin": meta["mel_fmin"], "fmax": meta["mel_fmax"], "preemphasis": meta["preemphasis"]}
 
 
+def selection_score(scores: dict[str, float]) -> float:
+    """Higher is better: validation sync cosine (0 without sync syncers) minus the absolute log of the
+    mouth-amplitude and pose-speed ratios to the real clips (0 when the generator moves like them)."""
+    sync = scores["val_sync_cos"] if np.isfinite(scores["val_sync_cos"]) else 0.0
+    penalty = sum(abs(np.log(max(scores[k], RATIO_FLOOR))) for k in ("val_mouth_amplitude_ratio", "val_pose_velocity_ratio")
+                  if np.isfinite(scores[k]))
+    return float(sync - penalty)
+
+
+@dataclasses.dataclass
+class EarlyStopping:
+    """The best validation so far and how many validations since: stop after `patience` without progress."""
+
+    patience: int
+    best_score: float = -np.inf
+    best_iteration: int = 0
+    since_best: int = 0
+
+    def update(self, score: float, iteration: int) -> bool:
+        """Record one validation; True when it is the best so far."""
+        if score > self.best_score:
+            self.best_score, self.best_iteration, self.since_best = score, iteration, 0
+            return True
+        self.since_best += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        return self.patience > 0 and self.since_best >= self.patience
+
+    def state(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 @torch.no_grad()
-def validate(generator: Generator, sync: SyncLoss, clips: list[GanClip], s: GanSettings, std: np.ndarray,
-             device: torch.device) -> dict[str, float]:
-    """Roll out val_frames from each val clip's first frame; sync, distance to truth, pose motion."""
+def validate(generator: Generator, sync: SyncLoss, clips: list[GanClip], s: GanSettings, space: MotionSpace,
+             mean: np.ndarray, std: np.ndarray, device: torch.device) -> dict[str, float]:
+    """Roll out val_frames from each val clip's first frame; sync, distance to truth, pose speed and
+    mouth amplitude against the real clip, and the selection score of the whole."""
     generator.eval()
-    cos, l2, ratios = [], [], []
+    cos, l2, ratios, mouths = [], [], [], []
     for clip in clips:
         n = min(s.val_frames, len(clip.motion))
         truth = clip.motion[:n].to(device)
@@ -244,11 +290,16 @@ def validate(generator: Generator, sync: SyncLoss, clips: list[GanClip], s: GanS
             if scores:
                 cos.append(float(torch.stack([v.mean() for v in scores.values()]).mean()))
         l2.append(float(((fake[0] - truth) ** 2).sum(-1).mean()))
-        real_v, fake_v = pose_velocity_std(truth.cpu().numpy() * std), pose_velocity_std(fake[0].cpu().numpy() * std)
-        ratios.append(fake_v / max(real_v, 1e-9))
+        real_motion, fake_motion = truth.cpu().numpy() * std + mean, fake[0].cpu().numpy() * std + mean
+        ratios.append(pose_velocity_std(fake_motion) / max(pose_velocity_std(real_motion), 1e-9))
+        mouths.append(mouth_amplitude_ratio(mouth_opening(space.decode(fake_motion), 1),
+                                            mouth_opening(space.decode(real_motion), 1)))
     generator.train()
-    return {"val_sync_cos": float(np.mean(cos)) if cos else float("nan"), "val_l2": float(np.mean(l2)),
-            "val_pose_velocity_ratio": float(np.mean(ratios))}
+    mouths = [m for m in mouths if np.isfinite(m)]
+    scores = {"val_sync_cos": float(np.mean(cos)) if cos else float("nan"), "val_l2": float(np.mean(l2)),
+              "val_pose_velocity_ratio": float(np.mean(ratios)),
+              "val_mouth_amplitude_ratio": float(np.mean(mouths)) if mouths else float("nan")}
+    return {**scores, "val_score": selection_score(scores)}
 
 
 def load_loss_syncers(paths: list[Path], sync_levels: list[int], device: torch.device) -> tuple[dict[int, Syncer], int | None]:
@@ -306,22 +357,29 @@ def train_gan(*, train: Path, val: Path, space_path: Path, syncer_paths: list[Pa
     curves = {name: Curve(path, resume_path, name, columns)
               for name, path, columns in (("train", train_tsv, TRAIN_COLUMNS), ("val", val_tsv, VAL_COLUMNS))}
     state = load_resume(resume_path, key, "iteration", settings.iterations)
+    stopping, best = EarlyStopping(settings.patience), None  # best: the kept generator's weights (patience > 0)
     if state is not None:
         for module, name in ((generator, "generator"), (seq_d, "seq_d"), (frame_d, "frame_d"), (opt_g, "opt_g"), (opt_d, "opt_d")):
             module.load_state_dict(state[name])
         iteration = state["iteration"]
         rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
+        stopping = EarlyStopping(**state["early_stopping"])
+        best = state["best_generator"]
         log.info("resuming at iteration %d of %d", iteration, settings.iterations)
     for name, curve in curves.items():
         curve.start(state["curve_rows"][name] if state else 0)
 
     def write_model() -> None:
-        save({"generator": generator.state_dict(), "run": provenance(device), "model": dataclasses.asdict(settings.model),
+        """The generator kept: the latest weights, or with early stopping the best validation's."""
+        kept = best if best is not None else generator.state_dict()
+        save({"generator": kept, "run": provenance(device), "model": dataclasses.asdict(settings.model),
               "motion_dim": space.dim, "n_mels": n_mels, "groups": motion_groups(space),
               "features": feature_settings(train), "rollout_pull": settings.rollout_pull,
               "motion_mean": torch.as_tensor(mean), "motion_std": torch.as_tensor(std),
-              "iteration": iteration, "sync_levels": list(settings.sync_levels), "seed": seed,
+              "iteration": stopping.best_iteration if best is not None else iteration,
+              "trained_iterations": iteration, "early_stopping": stopping.state(),
+              "sync_levels": list(settings.sync_levels), "seed": seed,
               "sync_weighting": settings.sync_weighting, "sync_weights": sync.level_weights}, out)
 
     w = settings.loss_weights
@@ -332,7 +390,7 @@ def train_gan(*, train: Path, val: Path, space_path: Path, syncer_paths: list[Pa
              len(train_clips), settings.sync_levels, device)
 
     started = time.perf_counter()
-    while iteration < settings.iterations:
+    while iteration < settings.iterations and not stopping.stop:
         batch = {k: to_device(v, device) for k, v in sample_batch(train_clips, settings, rng, draw).items()}  # data
         motion = batch["motion"]
         observed, future = motion[:, 1:obs], motion[:, obs:]
@@ -366,12 +424,15 @@ def train_gan(*, train: Path, val: Path, space_path: Path, syncer_paths: list[Pa
                            "g_sync": round(float(sync_loss), 5), "g_sup": round(float(sup), 5),
                            "g_rec": round(float(rec_loss), 5)})
         if iteration % settings.eval_every == 0 or iteration == settings.iterations:  # validate + checkpoint
-            scores = validate(generator, sync, val_clips, settings, std, device)
+            scores = validate(generator, sync, val_clips, settings, space, mean, std, device)
+            if stopping.update(scores["val_score"], iteration) and settings.patience > 0:
+                best = {k: v.detach().clone() for k, v in generator.state_dict().items()}
             val_row = {"iteration": iteration, **{k: round(v, 5) for k, v in scores.items()}}
             log.info("iteration %d: D %.3f | G adv %.3f sync %.3f sup %.3f rec %.4f | val sync %.3f l2 %.2f pose-vel x%.2f"
-                     "; %.1f s", iteration, float(d_loss), float(adv), float(sync_loss), float(sup), float(rec_loss),
-                     scores["val_sync_cos"], scores["val_l2"], scores["val_pose_velocity_ratio"],
-                     time.perf_counter() - started)
+                     " mouth x%.2f score %.3f (best %.3f at %d); %.1f s", iteration, float(d_loss), float(adv),
+                     float(sync_loss), float(sup), float(rec_loss), scores["val_sync_cos"], scores["val_l2"],
+                     scores["val_pose_velocity_ratio"], scores["val_mouth_amplitude_ratio"], scores["val_score"],
+                     stopping.best_score, stopping.best_iteration, time.perf_counter() - started)
             curves["train"].append(train_rows)
             curves["val"].append([val_row])
             train_rows = []
@@ -379,7 +440,11 @@ def train_gan(*, train: Path, val: Path, space_path: Path, syncer_paths: list[Pa
             save({"fingerprint": key, "generator": generator.state_dict(), "seq_d": seq_d.state_dict(),
                   "frame_d": frame_d.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                   "iteration": iteration, "curve_rows": {name: c.rows for name, c in curves.items()},
-                  "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, resume_path)
+                  "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                  "early_stopping": stopping.state(), "best_generator": best}, resume_path)
+            if stopping.stop:
+                log.info("early stop at iteration %d: %d validations without a better score than %.3f (iteration %d)",
+                         iteration, stopping.patience, stopping.best_score, stopping.best_iteration)
     if not out.is_file():  # a finished run resumed: its generator was deleted, its checkpoint holds it
         write_model()
         log.info("run already finished at iteration %d; generator and curves written from its checkpoint", iteration)

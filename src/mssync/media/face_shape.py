@@ -1,7 +1,11 @@
-"""Face shape from landmarks: its size and its proportions, and how far they wander over a video.
+"""Face shape from landmarks: the mouth opening, the face's size and proportions, and how far they
+wander over a video.
 
-Shared by the evaluation (face-shape drift of generated roll-outs) and `mssync animate` (how far
-the animated face leaves the portrait's own shape). Image plane only: what the viewer sees.
+Shared by GAN validation and the evaluation (mouth amplitude, face-shape drift of generated
+roll-outs) and `mssync animate` (how far the animated face leaves the portrait's own shape).
+Image plane only: what the viewer sees.
+
+- mouth opening: distance between the inner-lip midpoints (MediaPipe 13 upper, 14 lower);
 
 - size: RMS distance of the 478 landmarks from their centroid;
 - proportions: face width (cheek to cheek) over the outer eye corners' distance, which a face
@@ -14,9 +18,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from mssync.media.mesh import FACE_WIDTH_LANDMARKS, OUTER_EYE_CORNERS
+from mssync.media.mesh import FACE_WIDTH_LANDMARKS, LOWER_INNER_LIP, OUTER_EYE_CORNERS, UPPER_INNER_LIP
 
 DRIFT_PERCENTILE = 95
+MIN_REAL_SPREAD = 1e-6  # a real series flatter than this (in its own units) gives no ratio: NaN
+
+
+def mouth_opening(landmarks: np.ndarray, crop_size: int) -> np.ndarray:
+    """(T, 478, 3) landmarks -> (T,) inner-lip opening in pixels (image plane, x and y)."""
+    gap = landmarks[:, UPPER_INNER_LIP, :2] - landmarks[:, LOWER_INNER_LIP, :2]
+    return np.linalg.norm(gap, axis=1) * crop_size
+
+
+def ratio(generated: float, real: float) -> float:
+    """generated / real, NaN where the real value is too small to divide by."""
+    return float(generated / real) if abs(real) > MIN_REAL_SPREAD else float("nan")
+
+
+def mouth_amplitude_ratio(generated_opening: np.ndarray, real_opening: np.ndarray) -> float:
+    """How far the generated mouth opens and closes, relative to the real one (std over the clip)."""
+    return ratio(float(np.std(generated_opening)), float(np.std(real_opening)))
 
 
 def face_scale(landmarks: np.ndarray) -> np.ndarray:
