@@ -226,13 +226,13 @@ def test_early_stopping_keeps_the_best_validation_and_stops_after_patience(data,
 
 
 def test_selection_score_rewards_sync_and_penalises_a_mouth_or_head_that_moves_too_little():
-    from mssync.gan.train import EarlyStopping, selection_score
+    from mssync.gan.train import EarlyStopping, geometric_mean, selection_score
 
-    real_like = {"val_sync_cos": 0.3, "val_mouth_amplitude_ratio": 1.0, "val_pose_velocity_ratio": 1.0}
-    shut = {**real_like, "val_mouth_amplitude_ratio": 0.2}
-    assert selection_score(real_like) == pytest.approx(0.3)
-    assert selection_score(shut) == pytest.approx(0.3 - np.log(5))
-    assert selection_score({**real_like, "val_sync_cos": float("nan")}) == pytest.approx(0.0)
+    assert selection_score(0.3, [1.0, 1.0], [1.0]) == pytest.approx(0.3)
+    assert selection_score(0.3, [0.2, 0.2], [1.0]) == pytest.approx(0.3 - np.log(5))  # a mouth almost shut
+    assert selection_score(0.3, [2.0, 0.5], [1.0]) == pytest.approx(0.3 - np.log(2))  # too much and too little do not cancel
+    assert selection_score(float("nan"), [1.0], [1.0, float("nan")]) == pytest.approx(0.0)
+    assert geometric_mean([2.0, 0.5]) == pytest.approx(1.0) and geometric_mean([0.0]) == pytest.approx(1e-3)
     stopping = EarlyStopping(patience=2)
     assert [stopping.update(s, i) for i, s in enumerate([0.1, 0.3, 0.2, 0.25], 1)] == [True, True, False, False]
     assert stopping.stop and stopping.best_iteration == 2

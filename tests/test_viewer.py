@@ -105,7 +105,15 @@ def test_goals_and_summary():
     summary = viewer.summarise({"a": {"mouth_amplitude_ratio": 0.5, "lip_peak_lag_frames": 1.0},
                                 "b": {"mouth_amplitude_ratio": float("nan"), "lip_peak_lag_frames": 3.0},
                                 "c": {"mouth_amplitude_ratio": 1.0, "lip_peak_lag_frames": 2.0}})
-    assert summary == {"mouth_amplitude_ratio": 0.75, "lip_peak_lag_frames": 2.0}
+    assert summary["mouth_amplitude_ratio"] == pytest.approx(np.sqrt(0.5))  # ratios: geometric mean
+    assert summary["mouth_amplitude_ratio_in_goal"] == 0.5 and summary["lip_peak_lag_frames"] == 2.0
+    assert summary["lip_peak_lag_frames_in_goal"] == pytest.approx(2 / 3)
+
+
+def test_too_fast_and_too_slow_do_not_average_to_right():
+    summary = viewer.summarise({"still": {"rotation_speed_ratio": 3.0}, "lively": {"rotation_speed_ratio": 1 / 3}})
+    assert summary["rotation_speed_ratio"] == pytest.approx(1.0)  # the geometric mean alone would pass ...
+    assert summary["rotation_speed_ratio_in_goal"] == 0.0  # ... the share of clips within the goal does not
 
 
 def test_long_audio_plays_the_clips_back_to_back_from_the_start_clip():

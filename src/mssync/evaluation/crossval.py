@@ -42,7 +42,7 @@ from mssync.evaluation.stats import (
     speaker_means,
     verdict,
 )
-from mssync.evaluation.viewer import GOALS
+from mssync.evaluation.viewer import GOALS, in_goal, is_ratio, to_log
 
 log = logging.getLogger(__name__)
 
@@ -171,16 +171,30 @@ def goal_verdict(metric: str, interval: Interval) -> str:
 
 
 def viewer_intervals(scores: Scores, settings: CrossvalSettings) -> list[dict]:
-    """Every generator's (and the real motion's) viewer numbers with their intervals and goal verdicts."""
+    """Every generator's (and the real motion's) viewer numbers with their intervals and goal verdicts.
+
+    Ratios are bootstrapped on a log scale and reported back as ratios (a geometric mean and its
+    interval), so a clip 2x too fast and one 2x too slow do not average to "just right"; beside
+    each goal, the share of clips within it (speaker-weighted, with its interval)."""
     rows = []
     for variant in [v for v in scores.variants if v != OTHER_AUDIO]:
         for metric in VIEWER_METRICS:
             values, speakers = _viewer_per_clip(scores, variant, metric)
             if not np.isfinite(values).any():
                 continue
-            interval = _interval(values, speakers, settings)
-            rows.append({"variant": variant, "metric": metric, **_numbers(interval),
-                         "goal": "" if metric not in GOALS else goal_verdict(metric, interval)})
+            if is_ratio(metric):
+                logged = _interval(to_log(values), speakers, settings)
+                interval = Interval(*(float(np.exp(v)) for v in (logged.estimate, logged.low, logged.high)),
+                                    logged.n_speakers, logged.level)
+            else:
+                interval = _interval(values, speakers, settings)
+            row = {"variant": variant, "metric": metric, **_numbers(interval), "goal": "",
+                   "in_goal_share": "", "in_goal_low": "", "in_goal_high": ""}
+            if metric in GOALS:
+                share = _interval(in_goal(metric, values), speakers, settings)
+                row.update(goal=goal_verdict(metric, interval), in_goal_share=round(share.estimate, 4),
+                           in_goal_low=round(share.low, 4), in_goal_high=round(share.high, 4))
+            rows.append(row)
     return rows
 
 
@@ -318,8 +332,15 @@ def statements(summary: dict) -> list[tuple[bool, str]]:
     for row in (r for r in summary.get("viewer", []) if r["goal"] and r["variant"] == MAIN):
         out.append((row["goal"] == "met", f"what a viewer sees, {row['metric']}: {labels.get(MAIN, MAIN)} "
                                           f"{row['estimate']:.3f} ({pct} % interval {row['low']:.3f} to "
-                                          f"{row['high']:.3f}): goal {row['goal']}"))
+                                          f"{row['high']:.3f}): goal {row['goal']}; {row['in_goal_share']:.0%} of "
+                                          f"clips (speaker-weighted) within it"))
     return out
+
+
+def _share(row: dict) -> str:
+    if row["in_goal_share"] == "":
+        return ""
+    return f"{row['in_goal_share']:.2f} ({row['in_goal_low']:.2f} to {row['in_goal_high']:.2f})"
 
 
 def render_page(summary: dict, forest_png: Path) -> str:
@@ -334,7 +355,7 @@ def render_page(summary: dict, forest_png: Path) -> str:
     viewer = "".join(
         f"<tr><td>{html.escape(labels.get(r['variant'], r['variant']))}</td><td>{r['metric']}</td>"
         f"<td>{r['estimate']:.3f}</td><td>{r['low']:.3f} to {r['high']:.3f}</td><td>{r['n_speakers']}</td>"
-        f"<td>{r['goal']}</td></tr>" for r in summary.get("viewer", []))
+        f"<td>{r['goal']}</td><td>{_share(r)}</td></tr>" for r in summary.get("viewer", []))
     return f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>mssync cross-validation</title>
 <style>{STYLE}</style></head><body>
 <h1>Cross-validation on held-out speakers</h1>
@@ -346,9 +367,11 @@ speaker-level estimate moves from one seed's run to another.</p>
 <h2>What holds and what does not</h2><ul>{items}</ul>
 <h2>Paired differences</h2>{embed_png(forest_png, "forest plot of paired LSE-C differences")}
 <h2>What a viewer sees</h2><p>Ratios to the same clip's real motion (mouth amplitude, lip-audio peak r, head
-speeds), the peak lag in frames and the face-shape drift over long roll-outs (evaluation/viewer.py). Goal: "met" when
-the whole interval is inside it, "missed" when the whole interval is outside, "undecided" otherwise.</p>
-<table><tr><th>variant</th><th>metric</th><th>estimate</th><th>interval</th><th>speakers</th><th>goal</th></tr>{viewer}</table>
+speeds; geometric means, so too much and too little do not cancel), the peak lag in frames and the face-shape drift
+over long roll-outs (evaluation/viewer.py). Goal: "met" when the whole interval is inside it, "missed" when the whole
+interval is outside, "undecided" otherwise; the share of clips within the goal shows how much the average hides.</p>
+<table><tr><th>variant</th><th>metric</th><th>estimate</th><th>interval</th><th>speakers</th><th>goal</th>
+<th>share of clips in goal</th></tr>{viewer}</table>
 <h2>Folds</h2><table><tr><th>fold</th><th>test clips</th><th>speakers</th><th>who</th></tr>{folds}</table>
 <h2>Every interval</h2><table><tr><th>level</th><th>variant</th><th>metric</th><th>estimate</th>
 <th>interval</th><th>seed sd</th></tr>{rows}</table>

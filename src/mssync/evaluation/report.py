@@ -145,9 +145,19 @@ def viewer_findings(section: dict | None) -> list[tuple[bool, str]]:
     for key, title in VIEWER_COLUMNS:
         met = meets(key, main.get(key, math.nan))
         if met is not None:
+            share = main.get(f"{key}_in_goal", math.nan)
             out.append((met, f"what a viewer sees, {title}: MS-Sync {fmt(main[key])} "
-                             f"({'meets' if met else 'misses'} the goal {goal_text(key)})."))
+                             f"({'meets' if met else 'misses'} the goal {goal_text(key)}; "
+                             f"{fmt(100 * share)} % of clips within it)."))
     return out
+
+
+def viewer_table(section: dict, labels: dict[str, str]) -> str:
+    """Each number with the share of clips within its goal beside it."""
+    rows = {name: {key: (f"{fmt(values.get(key))} ({fmt(100 * values[key + '_in_goal'])} %)"
+                         if key + "_in_goal" in values else values.get(key)) for key, _ in VIEWER_COLUMNS}
+            for name, values in section.items()}
+    return table(rows, [(k, t, None) for k, t in VIEWER_COLUMNS], labels)
 
 
 def findings(metrics: dict, labels: dict[str, str], syncer_metrics: dict | None) -> list[tuple[bool, str]]:
@@ -295,8 +305,9 @@ r between opening and audio energy within ±{html.escape(str(metrics.get('viewer
 mean pose speeds, generated / real. Drift: each generator speaks {fmt(metrics.get('drift_seconds'))} s (the test clips'
 audio back to back) from a test clip's first frame; per frame the face's size and its width over its eye distance are
 compared with frame 0 (95th percentile of the relative change). The ground truth's drift is over its own, shorter clips.
-Goals: {html.escape('; '.join(f'{title} {goal_text(key)}' for key, title in VIEWER_COLUMNS if key in GOALS))}.</p>
-{table(metrics.get('viewer', {}), [(k, t, None) for k, t in VIEWER_COLUMNS], labels)}
+Ratios are geometric means over clips (too fast and too slow do not cancel); in brackets, the share of clips within
+the goal. Goals: {html.escape('; '.join(f'{title} {goal_text(key)}' for key, title in VIEWER_COLUMNS if key in GOALS))}.</p>
+{viewer_table(metrics.get('viewer', {}), labels)}
 <h2>Head-motion dynamics</h2>
 <p class="note">Speeds are magnitudes of the per-frame pose change (rotation in degrees, translation in pixels of
 the crop) per second. The Fréchet distance compares Gaussians fitted to 1 s windows of pose spread and RMS velocity,

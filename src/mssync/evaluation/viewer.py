@@ -15,7 +15,8 @@ against the same clip's real motion where there is one:
   its eye distance, each against frame 0 (95th percentile of the relative change).
 
 GOALS are the targets the project set itself (issue 16); the report and the cross-validation say
-per goal whether it is met, with an interval.
+per goal whether it is met, with an interval, and which share of clips meets it. Ratios are
+averaged on a log scale (the geometric mean), so too fast and too slow do not cancel.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 
 from mssync.evaluation import lips
 from mssync.media import face_shape
-from mssync.media.face_shape import mouth_amplitude_ratio, ratio
+from mssync.media.face_shape import RATIO_FLOOR, mouth_amplitude_ratio, ratio
 from mssync.motion import dynamics
 from mssync.motion.space import ROTATION, TRANSLATION
 
@@ -77,8 +78,28 @@ def meets(metric: str, value: float) -> bool | None:
     return bool(low <= value <= high)
 
 
+def is_ratio(metric: str) -> bool:
+    return metric.endswith("_ratio")
+
+
+def to_log(values: np.ndarray) -> np.ndarray:
+    """Ratios on a log scale (floored at RATIO_FLOOR: a static mouth is log(1e-3), not -inf), where
+    2x too fast and 2x too slow are equally far from 1 and their mean is the geometric mean."""
+    return np.log(np.maximum(values, RATIO_FLOOR))
+
+
+def in_goal(metric: str, values: np.ndarray) -> np.ndarray:
+    """1 where a clip's value meets its goal, 0 where it misses, NaN where it has none."""
+    return np.array([np.nan if (m := meets(metric, v)) is None else float(m) for v in values])
+
+
 def summarise(per_clip: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Mean over clips of every number (NaNs skipped); lags by the median, as a peak lag is discrete."""
+    """One number per metric over clips (NaNs skipped), plus the share of clips within each goal.
+
+    Ratios by their geometric mean: a generator that moves every head at the same speed is 3x too
+    fast for a still GRID speaker and 0.3x too slow for a lively one, and an arithmetic mean of those
+    ratios would call that 1.0; the share within the goal shows it as 0. Lags by the median (a
+    peak lag is discrete); everything else by the mean."""
     keys = list(dict.fromkeys(k for numbers in per_clip.values() for k in numbers))
     out = {}
     for key in keys:
@@ -86,6 +107,12 @@ def summarise(per_clip: dict[str, dict[str, float]]) -> dict[str, float]:
         values = values[np.isfinite(values)]
         if not len(values):
             out[key] = float("nan")
+        elif key == "lip_peak_lag_frames":
+            out[key] = float(np.median(values))
+        elif is_ratio(key):
+            out[key] = float(np.exp(to_log(values).mean()))
         else:
-            out[key] = float(np.median(values) if key == "lip_peak_lag_frames" else values.mean())
+            out[key] = float(values.mean())
+        if key in GOALS and len(values):
+            out[f"{key}_in_goal"] = float(np.nanmean(in_goal(key, values)))
     return out

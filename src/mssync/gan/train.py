@@ -7,10 +7,10 @@ reconstructed frames 1-2, generated frames 3-42] against its audio, averaged ove
 Every iteration's loss terms go to a TSV; validation roll-outs every eval_every iterations.
 
 Validation rolls each val clip out from its first frame and scores what a viewer would judge
-(evaluation/viewer.py, on held-out val speakers): the sync cosine of the loss syncers, how far the
-mouth opens and how fast the head moves against the real clip. Their `selection_score` (sync cosine
-minus the absolute log ratios of mouth amplitude and pose speed: a generator that syncs by barely
-moving loses) drives early stopping: with `patience` > 0 the generator kept is the best-scoring
+(on held-out val speakers): the sync cosine of the loss syncers, how far the mouth opens and how
+fast the head moves against the real clip (ratios: geometric means over clips). Their
+`selection_score` (sync cosine minus the mean per-clip |log ratio| of mouth amplitude and pose
+speed: a generator that syncs by barely moving loses) drives early stopping: with `patience` > 0 the generator kept is the best-scoring
 validation's, and training stops after `patience` validations without a better one.
 """
 
@@ -42,7 +42,7 @@ from mssync.gan.model import (
     hinge_g,
 )
 from mssync.media.audio import standardise_audio
-from mssync.media.face_shape import mouth_amplitude_ratio, mouth_opening
+from mssync.media.face_shape import RATIO_FLOOR, mouth_amplitude_ratio, mouth_opening
 from mssync.motion.balance import ClipDraws, clip_probabilities, log_shares
 from mssync.motion.clips import ClipArrayCache
 from mssync.motion.dynamics import pose_velocity_std
@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 TRAIN_COLUMNS = ("iteration", "d_loss", "d_real", "d_fake", "g_total", "g_adv", "g_sync", "g_sup", "g_rec")
 VAL_COLUMNS = ("iteration", "val_sync_cos", "val_l2", "val_pose_velocity_ratio", "val_mouth_amplitude_ratio",
                "val_score")
-RATIO_FLOOR = 1e-3  # a ratio is clipped here before its log: a static mouth scores log(1e-3), not -inf
 SYNC_AUDIO_PAD = 4 * AUDIO_WINDOW  # audio rows added (replicated) at a track's end so every motion window has audio
 
 
@@ -238,13 +237,23 @@ def feature_settings(cache: Path) -> dict:
             "fmin": meta["mel_fmin"], "fmax": meta["mel_fmax"], "preemphasis": meta["preemphasis"]}
 
 
-def selection_score(scores: dict[str, float]) -> float:
-    """Higher is better: validation sync cosine (0 without sync syncers) minus the absolute log of the
-    mouth-amplitude and pose-speed ratios to the real clips (0 when the generator moves like them)."""
-    sync = scores["val_sync_cos"] if np.isfinite(scores["val_sync_cos"]) else 0.0
-    penalty = sum(abs(np.log(max(scores[k], RATIO_FLOOR))) for k in ("val_mouth_amplitude_ratio", "val_pose_velocity_ratio")
-                  if np.isfinite(scores[k]))
-    return float(sync - penalty)
+def ratio_penalty(ratios: list[float]) -> float:
+    """Mean |ln ratio| over clips (NaNs skipped): 0 when every clip moves as its real one, and a clip
+    2x too fast costs as much as one 2x too slow (they do not cancel, as in an averaged ratio)."""
+    logs = [abs(np.log(max(r, RATIO_FLOOR))) for r in ratios if np.isfinite(r)]
+    return float(np.mean(logs)) if logs else 0.0
+
+
+def geometric_mean(ratios: list[float]) -> float:
+    finite = [np.log(max(r, RATIO_FLOOR)) for r in ratios if np.isfinite(r)]
+    return float(np.exp(np.mean(finite))) if finite else float("nan")
+
+
+def selection_score(sync_cos: float, mouth_ratios: list[float], pose_ratios: list[float]) -> float:
+    """Higher is better: validation sync cosine (0 without sync syncers) minus the per-clip log misfit
+    of the mouth amplitude and of the pose speed against the real clips."""
+    sync = sync_cos if np.isfinite(sync_cos) else 0.0
+    return float(sync - ratio_penalty(mouth_ratios) - ratio_penalty(pose_ratios))
 
 
 @dataclasses.dataclass
@@ -295,11 +304,10 @@ def validate(generator: Generator, sync: SyncLoss, clips: list[GanClip], s: GanS
         mouths.append(mouth_amplitude_ratio(mouth_opening(space.decode(fake_motion), 1),
                                             mouth_opening(space.decode(real_motion), 1)))
     generator.train()
-    mouths = [m for m in mouths if np.isfinite(m)]
-    scores = {"val_sync_cos": float(np.mean(cos)) if cos else float("nan"), "val_l2": float(np.mean(l2)),
-              "val_pose_velocity_ratio": float(np.mean(ratios)),
-              "val_mouth_amplitude_ratio": float(np.mean(mouths)) if mouths else float("nan")}
-    return {**scores, "val_score": selection_score(scores)}
+    sync_cos = float(np.mean(cos)) if cos else float("nan")
+    return {"val_sync_cos": sync_cos, "val_l2": float(np.mean(l2)),
+            "val_pose_velocity_ratio": geometric_mean(ratios), "val_mouth_amplitude_ratio": geometric_mean(mouths),
+            "val_score": selection_score(sync_cos, mouths, ratios)}
 
 
 def load_loss_syncers(paths: list[Path], sync_levels: list[int], device: torch.device) -> tuple[dict[int, Syncer], int | None]:

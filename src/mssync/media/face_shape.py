@@ -21,6 +21,7 @@ import numpy as np
 from mssync.media.mesh import FACE_WIDTH_LANDMARKS, LOWER_INNER_LIP, OUTER_EYE_CORNERS, UPPER_INNER_LIP
 
 DRIFT_PERCENTILE = 95
+RATIO_FLOOR = 1e-3  # ratios are floored here before a log: a static mouth scores log(1e-3), not -inf
 MIN_REAL_SPREAD = 1e-6  # a real series flatter than this (in its own units) gives no ratio: NaN
 
 
