@@ -5,7 +5,9 @@ REPORT_RENDER = globals().get("RENDER_TARGETS", [])
 EVALUATION_PLOTS = [
     f"results/plots/{name}.png" for name in ("sync_levels", "pose_velocity", "mouth_audio_xcorr")
 ]
-EVALUATION_TABLES = [f"results/evaluation/{name}.tsv" for name in ("sync", "dynamics", "lips", "viewer")]
+EVALUATION_TABLES = [
+    f"results/evaluation/{name}.tsv" for name in ("sync", "dynamics", "lips", "viewer")
+]
 
 
 rule evaluate:
